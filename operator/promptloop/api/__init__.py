@@ -1,0 +1,76 @@
+"""The two custom resources, as pydantic models: the single source of their CRD schemas.
+
+``crds/*.yaml`` is generated from these classes by :mod:`promptloop.api.crdgen` (``make crds``);
+a test fails when the checked-in YAML drifts from them.
+"""
+
+from promptloop.api.agentrollout import (
+    AgentFieldMemoryMetrics,
+    AgentFieldRouter,
+    AgentRef,
+    AgentRollout,
+    AgentRolloutSpec,
+    AgentRolloutStatus,
+    CanaryPolicy,
+    CanaryStatus,
+    DecisionStatus,
+    HistoryEntry,
+    HttpMetrics,
+    MetricsSpec,
+    PrometheusMetrics,
+    PromptDelivery,
+    RolloutPhase,
+    RouterSpec,
+    StableRef,
+    VersionCounts,
+    VersionWeight,
+    WindowBaseline,
+    WindowCounts,
+)
+from promptloop.api.common import Condition, ConditionStatus, LocalObjectReference, SecretKeyRef
+from promptloop.api.promptproposal import (
+    Approval,
+    Evidence,
+    FailureExample,
+    PromptProposal,
+    PromptProposalSpec,
+    PromptProposalStatus,
+    ProposalPhase,
+    ProposalSource,
+)
+
+__all__ = [
+    "AgentFieldMemoryMetrics",
+    "AgentFieldRouter",
+    "AgentRef",
+    "AgentRollout",
+    "AgentRolloutSpec",
+    "AgentRolloutStatus",
+    "Approval",
+    "CanaryPolicy",
+    "CanaryStatus",
+    "Condition",
+    "ConditionStatus",
+    "DecisionStatus",
+    "Evidence",
+    "FailureExample",
+    "HistoryEntry",
+    "HttpMetrics",
+    "LocalObjectReference",
+    "MetricsSpec",
+    "PrometheusMetrics",
+    "PromptDelivery",
+    "PromptProposal",
+    "PromptProposalSpec",
+    "PromptProposalStatus",
+    "ProposalPhase",
+    "ProposalSource",
+    "RolloutPhase",
+    "RouterSpec",
+    "SecretKeyRef",
+    "StableRef",
+    "VersionCounts",
+    "VersionWeight",
+    "WindowBaseline",
+    "WindowCounts",
+]

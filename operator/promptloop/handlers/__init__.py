@@ -1,0 +1,1 @@
+"""kopf handlers: validate, delegate, write status. Importing this package registers them."""

@@ -1,0 +1,1 @@
+"""Failure-count providers: cumulative per-version request and failure counters."""

@@ -1,0 +1,1 @@
+"""Pure jinja2 rendering of the challenger's ConfigMap and Deployment manifests."""

@@ -1,0 +1,1 @@
+"""Traffic backends: write per-version weights, read them back."""
