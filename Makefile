@@ -1,0 +1,102 @@
+# promptloop — every target documents itself: `make help`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROMPTLOOP := $(VENV)/bin/promptloop
+STAMP := $(VENV)/.installed-stamp
+export KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
+PYTEST_ARGS ?=
+
+##@ Setup
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} \
+	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } \
+	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@echo ">> creating the Python environment in $(VENV)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+.PHONY: install
+install: $(STAMP) ## Create .venv with promptloop and its development tools (idempotent)
+
+##@ Development
+
+.PHONY: crds
+crds: $(STAMP) ## Regenerate crds/*.yaml from the pydantic models in operator/promptloop/api
+	@$(PY) -m promptloop.api.crdgen crds
+
+.PHONY: lint
+lint: $(STAMP) ## ruff and mypy --strict
+	@$(VENV)/bin/ruff check operator tests bench examples
+	@$(VENV)/bin/ruff format --check operator tests bench examples
+	@$(VENV)/bin/mypy
+
+.PHONY: fmt
+fmt: $(STAMP) ## Format the code with ruff
+	@$(VENV)/bin/ruff check --fix operator tests bench examples
+	@$(VENV)/bin/ruff format operator tests bench examples
+
+.PHONY: cluster-build
+cluster-build: $(STAMP) ## Build (once, cached by version) etcd, kube-apiserver, controller-manager, scheduler, kwok
+	@$(PROMPTLOOP) dev cluster build
+
+.PHONY: cluster-up
+cluster-up: $(STAMP) ## Start the local Kubernetes control plane; kubeconfig in .cluster/kubeconfig
+	@$(PROMPTLOOP) dev cluster up
+
+.PHONY: cluster-down
+cluster-down: $(STAMP) ## Stop the local control plane and every process it started
+	@$(PROMPTLOOP) dev cluster down
+
+.PHONY: agentfield-up
+agentfield-up: $(STAMP) ## Start the AgentField stand-in on loopback; env in .cluster/agentfield.env
+	@$(PROMPTLOOP) dev agentfield up
+
+.PHONY: agentfield-down
+agentfield-down: $(STAMP) ## Stop the AgentField stand-in
+	@$(PROMPTLOOP) dev agentfield down
+
+.PHONY: run
+run: $(STAMP) ## Run the operator against KUBECONFIG (all namespaces)
+	@$(PROMPTLOOP) operator
+
+##@ Tests
+
+.PHONY: test
+test: $(STAMP) cluster-build ## Run every test: unit, then integration and e2e on the real local control plane
+	@$(PY) -m pytest tests $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: $(STAMP) ## Run the fast tests that need no cluster
+	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: test-integration
+test-integration: $(STAMP) cluster-build ## Run the tests against the real local API server
+	@$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+##@ Demo and benchmarks
+
+.PHONY: demo
+demo: $(STAMP) cluster-build ## Run the whole loop on the embedded defaults (AUTO_APPROVE=1 for unattended)
+	@$(PROMPTLOOP) dev demo $(if $(AUTO_APPROVE),--auto-approve,)
+
+.PHONY: demo-down
+demo-down: $(STAMP) ## Stop whatever a demo left running
+	@$(PROMPTLOOP) dev demo-down
+
+.PHONY: bench
+bench: $(STAMP) cluster-build bench-decision ## Print latency figures from the real local stack (and the decision bench)
+	@$(PY) bench/operator_latency.py
+
+.PHONY: bench-decision
+bench-decision: $(STAMP) ## Simulate the decision test vs a naive comparator; writes bench/results/decision.json
+	@$(PY) bench/decision.py

@@ -1,0 +1,58 @@
+"""The ``promptloop`` command (also installed as the kubectl plugin ``kubectl-promptloop``).
+
+Each subcommand lives beside the code it drives and registers itself here through a
+``register(subparsers)`` function; this module only assembles them. A subcommand's handler takes
+the parsed arguments and returns the process exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["SUBCOMMAND_MODULES", "build_parser", "main"]
+
+# Modules that contribute subcommands, in the order `promptloop --help` lists them.
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "promptloop.runner",  # operator
+    "promptloop.improver.command",  # improve
+    "promptloop.userops",  # approve, reject, status, diff
+    "promptloop.devenv.command",  # dev cluster|agentfield|llm ...
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Assemble the parser from every module that is present."""
+    parser = argparse.ArgumentParser(
+        prog="promptloop",
+        description="Canary LLM agent prompt revisions behind evidence and a human gate.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            # A subcommand whose module is not written yet is simply absent; any other missing
+            # module is a real error and must surface.
+            if error.name != module_name:
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
