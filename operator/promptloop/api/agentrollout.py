@@ -26,6 +26,7 @@ from promptloop.api.common import (
 from promptloop.constants import API_VERSION, DEFAULT_PROMPT_ENV, ROLLOUT_KIND
 
 __all__ = [
+    "HISTORY_LIMIT",
     "AgentFieldMemoryMetrics",
     "AgentFieldRouter",
     "AgentRef",
@@ -47,7 +48,6 @@ __all__ = [
     "VersionWeight",
     "WindowBaseline",
     "WindowCounts",
-    "HISTORY_LIMIT",
 ]
 
 HISTORY_LIMIT = 20
@@ -144,7 +144,10 @@ class RouterSpec(SpecModel):
     model_config = {
         "json_schema_extra": {
             "x-kubernetes-validations": [
-                cel("[has(self.agentfield)].filter(x, x).size() == 1", "exactly one router must be set"),
+                cel(
+                    "[has(self.agentfield)].filter(x, x).size() == 1",
+                    "exactly one router must be set",
+                ),
             ]
         }
     }
@@ -218,7 +221,8 @@ class MetricsSpec(SpecModel):
                 cel(
                     "[has(self.prometheus), has(self.agentfieldMemory), has(self.http)]"
                     ".filter(x, x).size() == 1",
-                    "exactly one metrics provider must be set: prometheus, agentfieldMemory or http",
+                    "exactly one metrics provider must be set: "
+                    "prometheus, agentfieldMemory or http",
                 ),
             ]
         }
@@ -339,16 +343,19 @@ class AgentRolloutSpec(SpecModel):
     prompt: PromptDelivery = Field(
         default_factory=PromptDelivery,
         description="How the prompt reaches the agent container.",
+        json_schema_extra={"default": {}},
     )
     router: RouterSpec = Field(description="The traffic backend (exactly one).")
     metrics: MetricsSpec = Field(description="Where failure counts come from (exactly one).")
     canary: CanaryPolicy = Field(
         default_factory=CanaryPolicy,
         description="How the challenger earns traffic.",
+        # An empty default lets the API server apply the nested defaults when canary is omitted.
+        json_schema_extra={"default": {}},
     )
 
 
-class RolloutPhase(str, enum.Enum):
+class RolloutPhase(enum.StrEnum):
     """Where a rollout is. The transition table lives in :mod:`promptloop.rollout.phases`."""
 
     PENDING = "Pending"
@@ -365,7 +372,9 @@ class VersionWeight(ApiModel):
 
     version: str = Field(description="The version.")
     percent: float = Field(description="Its share of traffic, in percent.")
-    raw: int | None = Field(default=None, description="The backend's own number (AgentField share).")
+    raw: int | None = Field(
+        default=None, description="The backend's own number (AgentField share)."
+    )
     role: str | None = Field(default=None, description="stable, canary, or other.")
 
 
@@ -519,4 +528,3 @@ class AgentRollout(ApiModel):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: AgentRolloutSpec
     status: AgentRolloutStatus = Field(default_factory=AgentRolloutStatus)
-

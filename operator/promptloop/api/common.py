@@ -13,17 +13,18 @@ from typing import Any
 
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 __all__ = [
-    "SEMVER_PATTERN",
     "DURATION_PATTERN",
+    "SEMVER_PATTERN",
     "ApiModel",
-    "SpecModel",
     "Condition",
     "ConditionStatus",
     "LocalObjectReference",
-    "SecretKeyRef",
     "ObjectMeta",
+    "SecretKeyRef",
+    "SpecModel",
     "cel",
     "parse_duration",
 ]
@@ -64,14 +65,15 @@ def parse_duration(text: str) -> timedelta:
     if not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"{text!r} is not a duration such as 30s, 5m or 1h30m")
     seconds = sum(
-        float(number) * _DURATION_UNIT_SECONDS[unit] for number, unit in _DURATION_PART.findall(text)
+        float(number) * _DURATION_UNIT_SECONDS[unit]
+        for number, unit in _DURATION_PART.findall(text)
     )
     return timedelta(seconds=seconds)
 
 
-def cel(rule: str, message: str, *, field_path: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, *, field_path: str | None = None) -> JsonDict:
     """One ``x-kubernetes-validations`` entry: a CEL rule and the message a person reads."""
-    entry = {"rule": rule, "message": message}
+    entry: JsonDict = {"rule": rule, "message": message}
     if field_path is not None:
         entry["fieldPath"] = field_path
     return entry
@@ -131,7 +133,7 @@ class SecretKeyRef(SpecModel):
     key: str = Field(min_length=1, max_length=253, description="Key within the Secret's data.")
 
 
-class ConditionStatus(str, enum.Enum):
+class ConditionStatus(enum.StrEnum):
     """The three values of a Kubernetes condition's status."""
 
     TRUE = "True"

@@ -20,7 +20,7 @@ from promptloop.api.agentrollout import AgentRollout
 from promptloop.api.promptproposal import PromptProposal
 from promptloop.constants import GROUP, VERSION
 
-__all__ = ["RESOURCES", "crd_for", "render_all", "main"]
+__all__ = ["RESOURCES", "crd_for", "main", "render_all"]
 
 RESOURCES: tuple[type[BaseModel], ...] = (AgentRollout, PromptProposal)
 
@@ -65,7 +65,11 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             out["maximum"], out["exclusiveMaximum"] = value, True
         else:
             out[key] = value
-    if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
+    if (
+        out.get("type") == "object"
+        and "properties" not in out
+        and "additionalProperties" not in out
+    ):
         out["x-kubernetes-preserve-unknown-fields"] = True
     return out
 

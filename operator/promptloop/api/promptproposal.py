@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 
 from pydantic import Field
+from pydantic.config import JsonDict
 
 from promptloop.api.common import (
     SEMVER_PATTERN,
@@ -23,6 +24,7 @@ from promptloop.api.common import (
 from promptloop.constants import API_VERSION, MAX_PROMPT_BYTES, PROPOSAL_KIND
 
 __all__ = [
+    "MAX_EXAMPLES",
     "Approval",
     "Evidence",
     "FailureExample",
@@ -31,13 +33,12 @@ __all__ = [
     "PromptProposalStatus",
     "ProposalPhase",
     "ProposalSource",
-    "MAX_EXAMPLES",
 ]
 
 MAX_EXAMPLES = 10
 
 
-def _immutable(field: str, hint: str) -> dict[str, list[dict[str, str]]]:
+def _immutable(field: str, hint: str) -> JsonDict:
     return {"x-kubernetes-validations": [cel("self == oldSelf", f"{field} is immutable; {hint}")]}
 
 
@@ -113,7 +114,7 @@ class PromptProposalSpec(SpecModel):
     )
 
 
-class ProposalPhase(str, enum.Enum):
+class ProposalPhase(enum.StrEnum):
     """Where a proposal is. The transition table lives in :mod:`promptloop.rollout.phases`."""
 
     PENDING = "Pending"
