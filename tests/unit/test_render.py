@@ -845,7 +845,7 @@ def test_source_literal_env() -> None:
     assert source(stable_deployment()) == PromptSource(
         PromptSourceKind.LITERAL,
         "agent",
-        value="You classify tickets.",
+        literal="You classify tickets.",
         detail="env SYSTEM_PROMPT of container 'agent' is a literal value",
     )
 

@@ -232,14 +232,14 @@ class PromptSourceKind(enum.StrEnum):
 class PromptSource:
     """Where the stable's prompt comes from, as far as its pod template says.
 
-    ``LITERAL`` carries ``value``; ``CONFIG_MAP_KEY`` (an env var) and ``FILE`` (a mounted
-    configMap volume, ``path`` is the file) carry ``config_map`` and ``key``; ``UNKNOWN`` says why
-    in ``detail``. ``container`` is the container that was examined.
+    ``LITERAL`` carries the env value in ``literal``; ``CONFIG_MAP_KEY`` (an env var) and
+    ``FILE`` (a mounted configMap volume, ``path`` is the file) carry ``config_map`` and ``key``;
+    ``UNKNOWN`` says why in ``detail``. ``container`` is the container that was examined.
     """
 
     kind: PromptSourceKind
     container: str
-    value: str | None = None
+    literal: str | None = None
     config_map: str | None = None
     key: str | None = None
     path: str | None = None
@@ -559,7 +559,7 @@ def stable_prompt_source(
     return PromptSource(
         PromptSourceKind.LITERAL,
         cname,
-        value=str(entry.get("value", "")),
+        literal=str(entry.get("value", "")),
         detail=f"env {env_name} of container {cname!r} is a literal value",
     )
 
