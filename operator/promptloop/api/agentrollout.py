@@ -41,6 +41,7 @@ __all__ = [
     "MetricsSpec",
     "PrometheusMetrics",
     "PromptDelivery",
+    "RetiringDeployment",
     "RolloutPhase",
     "RouterSpec",
     "StableRef",
@@ -350,8 +351,9 @@ class AgentRolloutSpec(SpecModel):
     canary: CanaryPolicy = Field(
         default_factory=CanaryPolicy,
         description="How the challenger earns traffic.",
-        # An empty default lets the API server apply the nested defaults when canary is omitted.
-        json_schema_extra={"default": {}},
+        # The whole default policy (not {}): the API server checks a default against the CEL
+        # rules before it applies nested defaults.
+        json_schema_extra={"default": CanaryPolicy().to_wire()},
     )
 
 
@@ -429,6 +431,27 @@ class CanaryStatus(ApiModel):
     last_step_at: str | None = Field(default=None, description="When the weight last changed.")
     steps: int = Field(default=0, ge=0, description="How many times the weight rose.")
     approved: bool = Field(default=False, description="Whether approval has been acted on.")
+    step_stable_total: int | None = Field(
+        default=None,
+        description="Stable's cumulative requests when the weight last changed (traffic check).",
+    )
+    step_canary_total: int | None = Field(
+        default=None,
+        description="Canary's cumulative requests when the weight last changed (traffic check).",
+    )
+    rolled_back: bool = Field(
+        default=False,
+        description="The challenger was rolled back and holds the floor weight.",
+    )
+
+
+class RetiringDeployment(ApiModel):
+    """A previous stable Deployment the operator owns, scaled to zero after the retention window."""
+
+    proposal: str = Field(description="The PromptProposal that owns it.")
+    deployment: str = Field(description="The Deployment.")
+    version: str = Field(description="Its version.")
+    since: str = Field(description="When it stopped being stable (RFC 3339).")
 
 
 class HistoryEntry(ApiModel):
@@ -461,6 +484,10 @@ class AgentRolloutStatus(ApiModel):
         description="The PromptProposal that made the stable version, if it was promoted here.",
     )
     canary: CanaryStatus | None = Field(default=None, description="The current challenger.")
+    retiring: list[RetiringDeployment] = Field(
+        default_factory=list,
+        description="Previous stable Deployments waiting for their retention window to pass.",
+    )
     weights: list[VersionWeight] = Field(
         default_factory=list,
         description="Weights read back from the router on the last tick.",

@@ -29,4 +29,3 @@ def register(subparsers: Any) -> None:
                 raise
             continue
         module.register(dev_subparsers)
-
