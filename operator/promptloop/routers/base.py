@@ -1,0 +1,242 @@
+"""What every traffic backend shares: the error taxonomy, what a version looks like, and the
+pure arithmetic between percentages (the API) and AgentField's relative shares (the wire).
+
+Nothing here does I/O. Backends raise only :class:`RouterError` and its subclasses, whose
+messages never contain credentials, so a handler can put ``str(error)`` in a condition or an
+Event as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from promptloop.api import VersionWeight
+from promptloop.constants import AGENTFIELD_WEIGHT_SCALE
+
+__all__ = [
+    "MIN_SHARE",
+    "ROLE_CANARY",
+    "ROLE_OTHER",
+    "ROLE_STABLE",
+    "RouterError",
+    "RouterForbidden",
+    "RouterUnavailable",
+    "TrafficRouter",
+    "UnknownVersion",
+    "VersionInfo",
+    "effective_percentages",
+    "effective_share",
+    "plan_shares",
+    "readback",
+]
+
+ROLE_STABLE = "stable"
+ROLE_CANARY = "canary"
+ROLE_OTHER = "other"
+
+# The smallest share AgentField lets a version have without the "0 means 100" rule kicking in
+# (execute.go:1591-1596): 1 against 10000 is about 0.01 %.
+MIN_SHARE = 1
+
+
+class RouterError(Exception):
+    """A traffic backend failed; the message is safe to show (it never holds a token)."""
+
+
+class RouterForbidden(RouterError):
+    """The backend refused our credentials (HTTP 403): wrong token or a disabled capability.
+
+    Never retried: retrying a refused token only floods the backend's audit log.
+    """
+
+
+class RouterUnavailable(RouterError):
+    """The backend could not be reached, or kept failing (5xx), after bounded retries."""
+
+
+class UnknownVersion(RouterError):
+    """The version is not registered with the backend (AgentField answers 500 for it)."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registered version of a node as the backend reports it.
+
+    Attributes
+    ----------
+    version
+        The version string as registered.
+    weight
+        The backend's raw number (AgentField: relative share, 0..10000; 0 behaves as 100).
+    health_status, lifecycle_status
+        As reported; in AgentField both are node-wide, not per version.
+    last_heartbeat
+        The version's own last heartbeat (per version in AgentField), None when unknown.
+    base_url
+        Where the backend calls this version.
+    """
+
+    version: str
+    weight: int
+    health_status: str
+    lifecycle_status: str
+    last_heartbeat: datetime | None
+    base_url: str
+
+
+class TrafficRouter(Protocol):
+    """What the operator needs from a traffic backend."""
+
+    async def list_versions(self, node_id: str) -> list[VersionInfo]:
+        """Every registered version of ``node_id``, each once."""
+        ...
+
+    async def apply_weights(
+        self,
+        node_id: str,
+        *,
+        stable: str,
+        canary: str | None,
+        canary_percent: int,
+        others: Sequence[str] = (),
+    ) -> list[VersionWeight]:
+        """Write the split, then read it back."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+def plan_shares(
+    *,
+    stable: str,
+    canary: str | None,
+    canary_percent: int,
+    others: Iterable[str] = (),
+    scale: int = AGENTFIELD_WEIGHT_SCALE,
+) -> dict[str, int]:
+    """The shares to write so that the canary gets ``canary_percent`` of the traffic.
+
+    Shares are out of ``scale`` (10000): stable ``(100 - p) * scale / 100``, canary
+    ``p * scale / 100``, every other version :data:`MIN_SHARE`. No share is ever 0, because
+    AgentField treats 0 as 100: a canary at 0 % must be taken out of rotation by scaling it to
+    zero instead, so asking for that is an error here; a stable at 0 (canary at 100 %) is
+    clamped to the minimum share.
+
+    Parameters
+    ----------
+    stable
+        The incumbent's version.
+    canary
+        The challenger's version, or None when there is no canary (stable gets everything).
+    canary_percent
+        The challenger's percentage, 1..100 (0 only when ``canary`` is None).
+    others
+        Other registered versions; each gets :data:`MIN_SHARE`.
+    scale
+        What the shares add up to for stable plus canary.
+
+    Returns
+    -------
+    dict
+        Version to share, stable first, then canary, then the others in the given order.
+
+    Raises
+    ------
+    ValueError
+        For a percentage outside 0..100, a 0 % canary, a percentage without a canary, or the
+        same version as both stable and canary.
+    """
+    if not 0 <= canary_percent <= 100:
+        raise ValueError(f"canary_percent must be within 0..100, got {canary_percent}")
+    if canary is None:
+        if canary_percent != 0:
+            raise ValueError("canary_percent must be 0 when there is no canary")
+        shares = {stable: scale}
+    else:
+        if canary == stable:
+            raise ValueError(f"stable and canary are the same version {stable!r}")
+        if canary_percent == 0:
+            raise ValueError(
+                "refusing to write weight 0 for the canary: AgentField treats 0 as 100; "
+                "take the challenger out of rotation by scaling it to zero instead"
+            )
+        canary_share = canary_percent * scale // 100
+        shares = {stable: max(MIN_SHARE, scale - canary_share), canary: canary_share}
+    for version in others:
+        shares.setdefault(version, MIN_SHARE)
+    return shares
+
+
+def effective_share(raw: int) -> int:
+    """The share AgentField routes with: a weight of 0 or less counts as 100.
+
+    execute.go:1591-1596 (``if w <= 0 { w = 100 }``), the same in the versions read.
+    """
+    return raw if raw > 0 else 100
+
+
+def effective_percentages(shares: Mapping[str, int]) -> dict[str, float]:
+    """Each version's percentage of traffic, ``w_i / sum(w) * 100`` with 0 counted as 100.
+
+    Parameters
+    ----------
+    shares
+        Version to raw weight, as read back.
+
+    Returns
+    -------
+    dict
+        Version to percentage; empty for no versions.
+    """
+    effective = {version: effective_share(raw) for version, raw in shares.items()}
+    total = sum(effective.values())
+    return {version: share * 100.0 / total for version, share in effective.items()} if total else {}
+
+
+def readback(
+    shares: Mapping[str, int],
+    *,
+    stable: str,
+    canary: str | None,
+    ndigits: int = 2,
+) -> list[VersionWeight]:
+    """Turn raw weights read back from the backend into status entries.
+
+    Parameters
+    ----------
+    shares
+        Version to raw weight, as read back.
+    stable, canary
+        Which versions play which role; any other is ``other``.
+    ndigits
+        Rounding of the percentages (status is for people).
+
+    Returns
+    -------
+    list of VersionWeight
+        Stable first, then canary, then the others by version.
+    """
+    percentages = effective_percentages(shares)
+
+    def role(version: str) -> str:
+        if version == stable:
+            return ROLE_STABLE
+        if version == canary:
+            return ROLE_CANARY
+        return ROLE_OTHER
+
+    order = {ROLE_STABLE: 0, ROLE_CANARY: 1, ROLE_OTHER: 2}
+    return [
+        VersionWeight(
+            version=version,
+            percent=round(percentages[version], ndigits),
+            raw=raw,
+            role=role(version),
+        )
+        for version, raw in sorted(shares.items(), key=lambda item: (order[role(item[0])], item[0]))
+    ]

@@ -1,0 +1,352 @@
+"""The AgentField router against the real stand-in over loopback: de-duplication, the share
+arithmetic, read-back, re-assertion after a re-registration reset, the error taxonomy with its
+retry rules, and that the connector token never leaks into an exception or a log line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import traceback
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
+
+from promptloop.devenv.agentfield_standin import RunningStandin, start_standin
+from promptloop.routers.agentfield import AgentFieldRouter, RetryPolicy, parse_go_time
+from promptloop.routers.base import (
+    MIN_SHARE,
+    RouterError,
+    RouterForbidden,
+    RouterUnavailable,
+    UnknownVersion,
+    effective_percentages,
+    plan_shares,
+    readback,
+)
+
+__all__: list[str] = []
+
+TOKEN = "tok-9f8e7d6c5b4a-never-print-me"
+FAST = RetryPolicy(attempts=3, backoff=(0.0,))
+NODE = "classifier"
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[RunningStandin]:
+    running = await start_standin(connector_token=TOKEN)
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+@pytest.fixture
+async def router(standin: RunningStandin) -> AsyncIterator[AgentFieldRouter]:
+    async with AgentFieldRouter(standin.url, TOKEN, timeout=2.0, retry=FAST) as router:
+        yield router
+
+
+async def register(standin: RunningStandin, *versions: str) -> None:
+    async with httpx.AsyncClient(base_url=standin.url) as client:
+        for version in versions:
+            response = await client.post(
+                "/api/v1/nodes/register",
+                json={"id": NODE, "version": version, "base_url": "http://127.0.0.1:9"},
+            )
+            assert response.status_code == 201
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# ---------------------------------------------------------------------------------------------
+# the pure arithmetic
+
+
+def test_plan_shares_gives_the_canary_its_percent_of_10000() -> None:
+    assert plan_shares(stable="2.0.0", canary="2.1.0", canary_percent=5) == {
+        "2.0.0": 9500,
+        "2.1.0": 500,
+    }
+    assert plan_shares(stable="2.0.0", canary="2.1.0", canary_percent=50, others=["1.0.0"]) == {
+        "2.0.0": 5000,
+        "2.1.0": 5000,
+        "1.0.0": MIN_SHARE,
+    }
+
+
+def test_plan_shares_never_writes_zero() -> None:
+    # 100 % canary: stable is clamped to the minimum share, never 0 (0 would count as 100).
+    assert plan_shares(stable="a", canary="b", canary_percent=100) == {"a": 1, "b": 10000}
+    # No canary: stable gets everything, others the minimum.
+    assert plan_shares(stable="a", canary=None, canary_percent=0, others=["c", "a"]) == {
+        "a": 10000,
+        "c": 1,
+    }
+    with pytest.raises(ValueError, match="scaling it to zero"):
+        plan_shares(stable="a", canary="b", canary_percent=0)
+
+
+@pytest.mark.parametrize(("canary", "percent"), [("b", -1), ("b", 101), (None, 5), ("a", 10)])
+def test_plan_shares_rejects_impossible_splits(canary: str | None, percent: int) -> None:
+    with pytest.raises(ValueError):
+        plan_shares(stable="a", canary=canary, canary_percent=percent)
+
+
+@given(st.integers(min_value=1, max_value=99))
+def test_shares_round_trip_to_the_percent(percent: int) -> None:
+    shares = plan_shares(stable="s", canary="c", canary_percent=percent)
+    assert all(share >= 1 for share in shares.values())
+    assert effective_percentages(shares)["c"] == pytest.approx(percent)
+
+
+def test_effective_percentages_count_zero_as_100() -> None:
+    """AgentField routes a weight <= 0 as 100 (execute.go:1591-1596)."""
+    assert effective_percentages({"a": 0, "b": 100}) == {"a": 50.0, "b": 50.0}
+    assert effective_percentages({}) == {}
+
+
+def test_readback_orders_by_role_and_rounds() -> None:
+    weights = readback({"1.0.0": 1, "2.1.0": 500, "2.0.0": 9500}, stable="2.0.0", canary="2.1.0")
+    assert [(w.version, w.role, w.raw) for w in weights] == [
+        ("2.0.0", "stable", 9500),
+        ("2.1.0", "canary", 500),
+        ("1.0.0", "other", 1),
+    ]
+    assert [w.percent for w in weights] == [94.99, 5.0, 0.01]
+
+
+def test_parse_go_time() -> None:
+    parsed = parse_go_time("2026-01-02T15:04:05.123456789Z")
+    assert parsed is not None and parsed.microsecond == 123456
+    assert parse_go_time("0001-01-01T00:00:00Z") is None  # Go's zero time
+    assert parse_go_time("garbage") is None
+    assert parse_go_time(None) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# against the stand-in
+
+
+async def test_list_versions_deduplicates(
+    standin: RunningStandin, router: AgentFieldRouter
+) -> None:
+    await register(standin, "2.1.0", "2.0.0")
+    listed = await router.list_versions(NODE)
+    # The stand-in lists 2.0.0 twice (the GetAgent row, then by registered_at DESC).
+    assert [v.version for v in listed] == ["2.0.0", "2.1.0"]
+    assert listed[0].weight == 100
+    assert listed[0].base_url == "http://127.0.0.1:9"
+    assert listed[0].last_heartbeat is not None
+    assert await router.list_versions("nobody") == []
+
+
+async def test_apply_weights_writes_shares_and_reads_back(
+    standin: RunningStandin, router: AgentFieldRouter
+) -> None:
+    await register(standin, "1.9.0", "2.0.0", "2.1.0")
+    applied = await router.apply_weights(
+        NODE, stable="2.0.0", canary="2.1.0", canary_percent=5, others=[]
+    )
+    assert [(w.version, w.role, w.raw) for w in applied] == [
+        ("2.0.0", "stable", 9500),
+        ("2.1.0", "canary", 500),
+        ("1.9.0", "other", 1),  # registered but not named: held at the minimum share
+    ]
+    assert applied[1].percent == pytest.approx(500 / 10001 * 100, abs=0.01)
+    assert {v.version: v.weight for v in await router.list_versions(NODE)} == {
+        "1.9.0": 1,
+        "2.0.0": 9500,
+        "2.1.0": 500,
+    }
+
+
+async def test_reregistration_reset_is_reasserted(
+    standin: RunningStandin, router: AgentFieldRouter
+) -> None:
+    """Re-registration resets a version to 100; the next apply writes every share again."""
+    await register(standin, "2.0.0", "2.1.0")
+    await router.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=20)
+    await register(standin, "2.1.0")  # the challenger restarted
+    reset = {v.version: v.weight for v in await router.list_versions(NODE)}
+    assert reset["2.1.0"] == 100
+    applied = await router.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=20)
+    assert {w.version: w.raw for w in applied} == {"2.0.0": 8000, "2.1.0": 2000}
+    # Same request twice: still written twice (nothing is cached as "already applied").
+    puts_before = standin.state.count("PUT", "/weight$")
+    await router.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=20)
+    assert standin.state.count("PUT", "/weight$") == puts_before + 2
+
+
+async def test_stepping_down_lowers_the_canary_first(
+    standin: RunningStandin, router: AgentFieldRouter
+) -> None:
+    await register(standin, "2.0.0", "2.1.0")
+    await router.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=40)
+    standin.state.requests.clear()
+    await router.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=10)
+    puts = [path for method, path, _ in standin.state.requests if method == "PUT"]
+    assert puts[0].endswith("/2.1.0/weight")
+    assert puts[1].endswith("/2.0.0/weight")
+
+
+async def test_no_canary_gives_stable_everything(
+    standin: RunningStandin, router: AgentFieldRouter
+) -> None:
+    await register(standin, "2.0.0", "2.1.0")
+    applied = await router.apply_weights(NODE, stable="2.0.0", canary=None, canary_percent=0)
+    assert {w.version: (w.raw, w.role) for w in applied} == {
+        "2.0.0": (10000, "stable"),
+        "2.1.0": (1, "other"),
+    }
+
+
+async def test_zero_percent_is_refused_before_any_request(
+    standin: RunningStandin, router: AgentFieldRouter
+) -> None:
+    await register(standin, "2.0.0", "2.1.0")
+    standin.state.requests.clear()
+    with pytest.raises(ValueError):
+        await router.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=0)
+    assert standin.state.requests == []
+
+
+async def test_unknown_version_is_not_retried(
+    standin: RunningStandin, router: AgentFieldRouter
+) -> None:
+    """The stand-in answers 500 for an unknown version, like the control plane: that is
+    UnknownVersion at once, not a retried 5xx."""
+    await register(standin, "2.0.0")
+    with pytest.raises(UnknownVersion, match=r"9\.9\.9"):
+        await router.set_weight(NODE, "9.9.9", 100)
+    assert standin.state.count("PUT", "/9.9.9/weight$") == 1
+    with pytest.raises(UnknownVersion, match="canary"):
+        await router.apply_weights(NODE, stable="2.0.0", canary="9.9.9", canary_percent=5)
+    with pytest.raises(UnknownVersion, match="stable"):
+        await router.apply_weights(NODE, stable="3.0.0", canary="2.0.0", canary_percent=5)
+
+
+async def test_403_is_forbidden_without_retries(standin: RunningStandin) -> None:
+    async with AgentFieldRouter(standin.url, "wrong-token", retry=FAST) as router:
+        with pytest.raises(RouterForbidden, match="403"):
+            await router.list_versions(NODE)
+    assert standin.state.count("GET", "/versions$") == 1
+
+
+async def test_disabled_capability_is_forbidden() -> None:
+    running = await start_standin(connector_token=TOKEN, capabilities={})
+    try:
+        async with AgentFieldRouter(running.url, TOKEN, retry=FAST) as router:
+            with pytest.raises(RouterForbidden, match="capability_disabled"):
+                await router.list_versions(NODE)
+            assert (await router.manifest())["capabilities"] == {}
+    finally:
+        await running.close()
+
+
+async def test_5xx_is_retried_then_succeeds(
+    standin: RunningStandin, router: AgentFieldRouter
+) -> None:
+    await register(standin, "2.0.0")
+    standin.state.fail_next("GET", "/versions$", status=503, times=2)
+    assert [v.version for v in await router.list_versions(NODE)] == ["2.0.0"]
+    assert standin.state.count("GET", "/versions$") == 3
+
+
+async def test_persistent_5xx_is_unavailable_after_bounded_retries(
+    standin: RunningStandin, router: AgentFieldRouter
+) -> None:
+    standin.state.fail_next("GET", "/versions$", status=502, times=10)
+    with pytest.raises(RouterUnavailable, match="after 3 attempts"):
+        await router.list_versions(NODE)
+    assert standin.state.count("GET", "/versions$") == 3
+
+
+async def test_unreachable_is_unavailable() -> None:
+    async with AgentFieldRouter(f"http://127.0.0.1:{free_port()}", TOKEN, retry=FAST) as router:
+        with pytest.raises(RouterUnavailable, match="ConnectError"):
+            await router.list_versions(NODE)
+
+
+async def test_every_call_is_bounded_by_the_timeout() -> None:
+    release = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.StreamResponse:
+        await release.wait()
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/connector/reasoners/{id}/versions", hang)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        policy = RetryPolicy(attempts=2, backoff=(0.0,))
+        async with AgentFieldRouter(f"http://{host}:{port}", TOKEN, timeout=0.2, retry=policy) as r:
+            with pytest.raises(RouterUnavailable, match="ReadTimeout"):
+                await r.list_versions(NODE)
+    finally:
+        release.set()
+        await runner.cleanup()
+
+
+async def test_connector_disabled_is_a_clear_error() -> None:
+    running = await start_standin(connector_token=None)
+    try:
+        async with AgentFieldRouter(running.url, TOKEN, retry=FAST) as router:
+            with pytest.raises(RouterError, match="connector enabled"):
+                await router.manifest()
+    finally:
+        await running.close()
+
+
+async def test_the_token_never_leaks(
+    standin: RunningStandin, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Trigger every error class (and a body that echoes the token) and look for the token in
+    str, repr, formatted tracebacks and every captured log record, httpx's included."""
+    caplog.set_level(logging.DEBUG)
+    await register(standin, "2.0.0")
+    errors: list[BaseException] = []
+
+    async with AgentFieldRouter(standin.url, TOKEN, retry=FAST) as router:
+        assert TOKEN not in repr(router)
+        await router.apply_weights(NODE, stable="2.0.0", canary=None, canary_percent=0)
+        standin.state.fail_next("*", "/versions$", status=500, times=3, body={"error": TOKEN})
+        with pytest.raises(RouterUnavailable) as unavailable:
+            await router.list_versions(NODE)
+        errors.append(unavailable.value)
+        with pytest.raises(UnknownVersion) as unknown:
+            await router.set_weight(NODE, "9.9.9", 5)
+        errors.append(unknown.value)
+        standin.state.fail_next("*", "/manifest$", status=404, body={"error": f"no {TOKEN}"})
+        with pytest.raises(RouterError) as not_found:
+            await router.manifest()
+        errors.append(not_found.value)
+        standin.state.fail_next("*", "/manifest$", status=403, body={"message": TOKEN})
+        with pytest.raises(RouterForbidden) as forbidden:
+            await router.manifest()
+        errors.append(forbidden.value)
+    async with AgentFieldRouter(f"http://127.0.0.1:{free_port()}", TOKEN, retry=FAST) as down:
+        with pytest.raises(RouterUnavailable) as unreachable:
+            await down.list_versions(NODE)
+        errors.append(unreachable.value)
+
+    for error in errors:
+        for text in (str(error), repr(error), "".join(traceback.format_exception(error))):
+            assert TOKEN not in text
+    assert "***" in str(unavailable.value)  # the echoed token was redacted
+    assert caplog.records, "expected log records (retries, httpx) to inspect"
+    for record in caplog.records:
+        assert TOKEN not in record.getMessage()
+        assert TOKEN not in str(record.args)
