@@ -7,7 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROMPTLOOP := $(VENV)/bin/promptloop
 STAMP := $(VENV)/.installed-stamp
-export KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
+# Tests, the demo and `make run` use the local control plane. Point PROMPTLOOP_KUBECONFIG at
+# another cluster on purpose (kind, say); an ambient KUBECONFIG is never picked up by accident.
+PROMPTLOOP_KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 PYTEST_ARGS ?=
 
 ##@ Setup
@@ -66,14 +68,14 @@ agentfield-down: $(STAMP) ## Stop the AgentField stand-in
 	@$(PROMPTLOOP) dev agentfield down
 
 .PHONY: run
-run: $(STAMP) ## Run the operator against KUBECONFIG (all namespaces)
-	@$(PROMPTLOOP) operator
+run: $(STAMP) ## Run the operator against PROMPTLOOP_KUBECONFIG (default: the local cluster)
+	@KUBECONFIG=$(PROMPTLOOP_KUBECONFIG) $(PROMPTLOOP) operator
 
 ##@ Tests
 
 .PHONY: test
 test: $(STAMP) cluster-build ## Run every test: unit, then integration and e2e on the real local control plane
-	@$(PY) -m pytest tests $(PYTEST_ARGS)
+	@KUBECONFIG=$(PROMPTLOOP_KUBECONFIG) $(PY) -m pytest tests $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## Run the fast tests that need no cluster
@@ -81,7 +83,7 @@ test-unit: $(STAMP) ## Run the fast tests that need no cluster
 
 .PHONY: test-integration
 test-integration: $(STAMP) cluster-build ## Run the tests against the real local API server
-	@$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+	@KUBECONFIG=$(PROMPTLOOP_KUBECONFIG) $(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 ##@ Demo and benchmarks
 

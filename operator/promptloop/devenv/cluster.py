@@ -751,15 +751,17 @@ def up(
         os.chmod(state.kubeconfig, 0o600)
 
         crds_dir = crds_dir if crds_dir is not None else project_root() / "crds"
-        if crds_dir.is_dir() and any(crds_dir.glob("*.yaml")):
-            _kubectl_run(state.kubeconfig, "apply", "--server-side", "-f", str(crds_dir))
+        # Only CRD files: the directory also holds a kustomization for manifests/base.
+        crd_files = [
+            arg
+            for path in sorted(crds_dir.glob("*.yaml"))
+            if path.name != "kustomization.yaml"
+            for arg in ("-f", str(path))
+        ]
+        if crd_files:
+            _kubectl_run(state.kubeconfig, "apply", "--server-side", *crd_files)
             _kubectl_run(
-                state.kubeconfig,
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "-f",
-                str(crds_dir),
+                state.kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", *crd_files
             )
 
         kubeconfig = str(state.kubeconfig)
