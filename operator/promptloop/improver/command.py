@@ -17,7 +17,8 @@ Exit codes:
 0     a proposal was written (and created, with ``--apply``)
 1     the failure source, the cluster or the output could not be read or written
 2     usage error
-3     hold: fewer distinct failures of the stable version than ``--min-failures``
+3     hold: fewer distinct failures of the stable version than ``--min-failures``, or (with
+      cluster access) another proposal of the rollout is still open
 4     the model failed: errors or timeouts after retries, malformed output after the fallbacks,
       or an empty, unchanged or oversized prompt
 5     budget: the estimated cost exceeds ``--max-cost-usd`` (refused before any request), or
@@ -52,6 +53,7 @@ from promptloop.api.promptproposal import (
     FailureExample,
     PromptProposal,
     PromptProposalSpec,
+    ProposalPhase,
     ProposalSource,
 )
 from promptloop.constants import LABEL_ROLLOUT
@@ -82,6 +84,7 @@ from promptloop.improver.llm import (
 )
 
 __all__ = [
+    "CLOSED_PHASES",
     "EXIT_BUDGET",
     "EXIT_ERROR",
     "EXIT_EVALUATE",
@@ -109,6 +112,17 @@ EXIT_BUDGET = 5
 EXIT_EVALUATE = 6
 
 IMPROVER_NAME = "promptloop-improve"
+# Phases after which a proposal no longer competes: a new one may be filed.
+CLOSED_PHASES = frozenset(
+    phase.value
+    for phase in (
+        ProposalPhase.PROMOTED,
+        ProposalPhase.ROLLED_BACK,
+        ProposalPhase.REJECTED,
+        ProposalPhase.SUPERSEDED,
+        ProposalPhase.INVALID,
+    )
+)
 MAX_EVIDENCE_EXAMPLES = 5
 _EXAMPLE_INPUT_CHARS = 4096
 _SEMVER = re.compile(SEMVER_PATTERN)
@@ -369,6 +383,11 @@ def register(subparsers: Any) -> None:
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--output", default="-", help="- (stdout, default) or a file")
     out.add_argument("--apply", action="store_true", help="create the PromptProposal in-cluster")
+    out.add_argument(
+        "--allow-concurrent",
+        action="store_true",
+        help="propose even while another proposal of the rollout is still open",
+    )
     parser.set_defaults(func=run)
 
 
@@ -482,6 +501,30 @@ def run(args: argparse.Namespace, *, sleep: Callable[[float], None] | None = Non
         return stop.code
 
 
+def _existing_versions(args: argparse.Namespace, cluster: tuple[Any, str, Any] | None) -> set[str]:
+    """Versions the rollout's proposals already use; holds while one of them is still open."""
+    if cluster is None:
+        return set()
+    api, namespace, proposals = cluster
+    try:
+        existing = proposals.list_proposals(api, args.rollout, namespace)
+    except proposals.ClusterError as error:
+        raise _Exit(EXIT_ERROR, str(error)) from None
+    still_open = [p for p in existing if p.phase not in CLOSED_PHASES]
+    if still_open and not args.allow_concurrent:
+        names = ", ".join(
+            f"{p.name} ({p.version}, {p.phase or 'no phase yet'})" for p in still_open
+        )
+        # One candidate at a time: a scheduled improver must not pile up proposals while the
+        # operator is still canarying (or a person is still reviewing) the last one.
+        raise _Exit(
+            EXIT_HOLD,
+            f"hold: rollout {args.rollout} already has an open proposal: {names}; nothing "
+            "written (--allow-concurrent proposes anyway)",
+        )
+    return {p.version for p in existing}
+
+
 def _run(args: argparse.Namespace, *, sleep: Callable[[float], None] | None) -> int:
     needs_cluster = args.apply or args.stable_prompt is None or args.stable_version is None
     cluster = None
@@ -497,6 +540,7 @@ def _run(args: argparse.Namespace, *, sleep: Callable[[float], None] | None) -> 
     namespace = cluster[1] if cluster else args.namespace
     stable = _resolve_stable(args, cluster)
     _say(f"rollout {args.rollout}: stable version {stable.version}")
+    taken = _existing_versions(args, cluster)
 
     limits = FailureLimits(
         max_read=args.max_read,
@@ -616,13 +660,6 @@ def _run(args: argparse.Namespace, *, sleep: Callable[[float], None] | None) -> 
             _say(f"evaluation refused the candidate: {refusal}; nothing written")
             return EXIT_EVALUATE
 
-    taken: set[str] = set()
-    if args.apply and cluster is not None and args.proposal_version is None:
-        api, ns, proposals = cluster
-        try:
-            taken = proposals.list_proposal_versions(api, args.rollout, ns)
-        except proposals.ClusterError as error:
-            raise _Exit(EXIT_ERROR, str(error)) from None
     version = args.proposal_version or next_free_version(stable.version, taken)
     if not _SEMVER.match(version):
         raise _Exit(EXIT_USAGE, f"--proposal-version {version!r} is not semver")

@@ -39,11 +39,12 @@ from promptloop.constants import (
 __all__ = [
     "ClusterError",
     "PromptRef",
+    "ProposalSummary",
     "StableInfo",
     "create_proposal",
     "default_namespace",
     "find_prompt_ref",
-    "list_proposal_versions",
+    "list_proposals",
     "load_api_client",
     "read_stable",
 ]
@@ -319,8 +320,23 @@ def read_stable(api: Any, rollout: str, namespace: str) -> StableInfo:
     )
 
 
-def list_proposal_versions(api: Any, rollout: str, namespace: str) -> set[str]:
-    """The versions of every PromptProposal that references the rollout."""
+@dataclass(frozen=True)
+class ProposalSummary:
+    """One existing PromptProposal of a rollout."""
+
+    name: str
+    version: str
+    phase: str | None
+
+
+def list_proposals(api: Any, rollout: str, namespace: str) -> list[ProposalSummary]:
+    """Every PromptProposal in the namespace that references the rollout.
+
+    Raises
+    ------
+    ClusterError
+        When the list fails.
+    """
     custom = client.CustomObjectsApi(api)
     try:
         listing = cast(
@@ -329,12 +345,19 @@ def list_proposal_versions(api: Any, rollout: str, namespace: str) -> set[str]:
         )
     except ApiException as error:
         raise _api_error(f"listing PromptProposals in {namespace}", error) from error
-    versions: set[str] = set()
+    found: list[ProposalSummary] = []
     for item in listing.get("items") or []:
         spec = item.get("spec") or {}
-        if (spec.get("rolloutRef") or {}).get("name") == rollout and spec.get("version"):
-            versions.add(str(spec["version"]))
-    return versions
+        if (spec.get("rolloutRef") or {}).get("name") != rollout or not spec.get("version"):
+            continue
+        found.append(
+            ProposalSummary(
+                name=str((item.get("metadata") or {}).get("name", "")),
+                version=str(spec["version"]),
+                phase=(item.get("status") or {}).get("phase"),
+            )
+        )
+    return found
 
 
 def create_proposal(api: Any, body: Mapping[str, Any], namespace: str) -> dict[str, Any]:
