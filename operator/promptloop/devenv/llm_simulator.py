@@ -27,7 +27,8 @@ agent's prompt, the last user message the ticket, and the answer one word among 
 ``bug`` and ``other``. The simulator holds a fixed catalogue of keyword rules (:data:`RULES`); a
 rule is **enabled by the prompt** when one sentence of the prompt mentions one of the rule's
 trigger words *and* the rule's label word. The ticket gets the label with the most enabled rules
-matching it; ties go to ``billing`` before ``bug``; no match is ``other``.
+matching it; ties go to ``billing`` before ``bug``; no match is ``other``. A request without a
+system message is classified under the seed's prompt (:data:`BASE_PROMPT`).
 
 ======================  ========  ============================  ===================================
 rule                    label     enabled by a sentence naming  matches tickets mentioning
@@ -100,11 +101,13 @@ from typing import Any
 from aiohttp import web
 
 __all__ = [
+    "BASE_PROMPT",
     "CLASSIFIER_LABELS",
     "IMPROVER_MARKER",
     "MODES",
     "RULES",
     "SIMULATOR_MODEL",
+    "STATE_KEY",
     "InProcessSimulator",
     "Rule",
     "SimulatorState",
@@ -119,6 +122,8 @@ __all__ = [
 ]
 
 SIMULATOR_MODEL = "promptloop-simulator"
+# The seed's prompt; used when a classification request carries no system message.
+BASE_PROMPT = "Classify the ticket as billing, bug, or other. One word."
 # Must match promptloop.improver.llm.REQUEST_MARKER; duplicated so the simulator does not import
 # the improver (it stands in for a third-party server).
 IMPROVER_MARKER = "promptloop-improver-request"
@@ -668,11 +673,13 @@ class _Handlers:
 
     @staticmethod
     def _classifier_content(messages: Sequence[Mapping[str, Any]], format_type: str) -> str:
-        system = "\n".join(
+        system_parts = [
             _message_text(m.get("content"))
             for m in messages
             if m.get("role") in ("system", "developer")
-        )
+        ]
+        # Without a system message the seed's base prompt applies (handy for a quick curl).
+        system = "\n".join(system_parts) if system_parts else BASE_PROMPT
         users = [_message_text(m.get("content")) for m in messages if m.get("role") == "user"]
         label = classify(system, users[-1] if users else "")
         if format_type in ("json_object", "json_schema"):
@@ -720,6 +727,10 @@ class _Handlers:
         return response
 
 
+STATE_KEY: web.AppKey[SimulatorState] = web.AppKey("state", SimulatorState)
+HANDLERS_KEY: web.AppKey[_Handlers] = web.AppKey("handlers", _Handlers)
+
+
 def build_app(state: SimulatorState | None = None) -> web.Application:
     """The simulator as an aiohttp application.
 
@@ -731,13 +742,13 @@ def build_app(state: SimulatorState | None = None) -> web.Application:
     Returns
     -------
     aiohttp.web.Application
-        The application; ``app["state"]`` is the :class:`SimulatorState`.
+        The application; ``app[STATE_KEY]`` is the :class:`SimulatorState`.
     """
     state = state or SimulatorState()
     handlers = _Handlers(state)
     app = web.Application(client_max_size=8 * 1024 * 1024)
-    app["state"] = state
-    app["handlers"] = handlers
+    app[STATE_KEY] = state
+    app[HANDLERS_KEY] = handlers
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/v1/models", handlers.models)
     app.router.add_get("/models", handlers.models)
@@ -784,10 +795,10 @@ async def serve(
         Set it to stop the server.
     """
     app = build_app(state)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     sock = _bind(host, port)
-    site = web.SockSite(runner, sock, shutdown_timeout=1.0)
+    site = web.SockSite(runner, sock)
     await site.start()
     bound = sock.getsockname()[1]
     if port_file is not None:
@@ -856,11 +867,11 @@ class InProcessSimulator:
     async def _main(self) -> None:
         self._stop = asyncio.Event()
         app = build_app(self.state)
-        self._handlers: _Handlers = app["handlers"]
-        runner = web.AppRunner(app, access_log=None)
+        self._handlers: _Handlers = app[HANDLERS_KEY]
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         sock = _bind(self.host, 0)
-        site = web.SockSite(runner, sock, shutdown_timeout=1.0)
+        site = web.SockSite(runner, sock)
         await site.start()
         self.port = sock.getsockname()[1]
         self._ready.set()
