@@ -1,0 +1,643 @@
+"""The canary decision: a peeking-safe test of the challenger's failure rate against the stable's.
+
+The operator calls :func:`decide` on every tick with both versions' *cumulative* counts in the
+current window (since the canary started) and writes back the weight it returns. Because the
+same growing data are looked at again and again, a fixed-sample test (``z > 1.96``) would be
+wrong: checked every 30 s for an hour, it "finds" a difference between two identical prompts far
+more often than 5 % of the time (``shared/notes/anchors.md`` §3-4). This module uses a
+*confidence sequence* instead: a sequence of intervals that contains the true difference at every
+tick simultaneously with probability at least ``1 - alpha``, so a claim made at whatever tick the
+interval first excludes the margin keeps its error rate.
+
+The mathematics
+---------------
+Let ``n_s, f_s`` and ``n_c, f_c`` be the stable and canary samples and failures, ``p_s`` and
+``p_c`` the true failure rates, and ``D = p_c - p_s`` the difference (positive = canary worse).
+
+* Estimate: ``d = f_c / n_c - f_s / n_s``; effective sample size ``m = n_c n_s / (n_c + n_s)``
+  (the variance of ``d`` is ``~ sigma^2 / m`` when both versions fail alike).
+* Critical value ``c(m)``: the one-sided normal-mixture boundary (Robbins 1970; Howard, Ramdas,
+  McAuliffe & Sekhon 2021, *Time-uniform, nonparametric, nonasymptotic confidence sequences*,
+  Ann. Statist. 49(2), §3 and Prop. 6) in its asymptotic-confidence-sequence form (Waudby-Smith,
+  Arnold, Wu & Ramdas 2024, *Time-uniform central limit theory and asymptotic confidence
+  sequences*, Ann. Statist. 52(6)). In information time ``I = 1/V`` the score
+  ``S = (delta - d) I`` behaves like a Brownian motion with drift ``delta - D``; the mixture of
+  ``exp(theta S - theta^2 I / 2)`` over ``theta ~ |N(0, tau^2)|``,
+
+      M = 2 (1 + x)^(-1/2) exp(z^2 x / (2 (1 + x))) Phi(z sqrt(x / (1 + x))),
+      z = S / sqrt(I),  x = tau^2 I,
+
+  is a non-negative supermartingale whenever ``D >= delta``, so by Ville's inequality it
+  *ever* reaches ``2 / alpha`` with probability at most ``alpha / 2``, however often it is
+  looked at. ``M >= 2 / alpha`` is ``z >= c`` with
+
+      c^2 = (1 + 1/x) (2 log(1/alpha) + log(1 + x) - 2 log Phi(c sqrt(x / (1 + x)))).
+
+  The mixture scale is expressed per effective sample, ``x = rho^2 m`` with
+  ``rho^2 = (2L + log(1 + 2L)) / TUNED_EFFECTIVE_SAMPLES`` and ``L = log(1/alpha)``, which makes
+  the boundary tightest around ``m = 250`` (Waudby-Smith et al. §B.2); any fixed ``rho`` is valid.
+  At ``alpha = 0.05``: ``c = 3.37`` at ``m = 50``, ``3.04`` at 250, ``3.13`` at 1,000, ``3.34``
+  at 5,000, ``3.75`` at 100,000, against 1.64 for a single one-sided look. The mirror-image
+  boundary serves the opposite claim.
+* Interval: instead of ``d +/- c sqrt(V)`` with a plug-in ``V`` (the Wald form, which at 1 %
+  failure rates, where a small canary often has no failures yet, is far too narrow and let
+  false "better" claims through at twice the budget in simulation), each bound is Newcombe's
+  hybrid score interval (Newcombe 1998, *Interval estimation for the difference between
+  independent proportions: comparison of eleven methods*, Stat. Med. 17, method 10) evaluated at
+  ``z = c(m)``. With ``[l_v, u_v]`` the Wilson score interval of version ``v`` at ``c``:
+
+      lower = d - sqrt((p_c - l_c)^2 + (u_s - p_s)^2)
+      upper = d + sqrt((u_c - p_c)^2 + (p_s - l_s)^2)
+
+  Each side uses the variance at the rate being tested rather than at the observed one, which
+  is what keeps the skewed low-count case honest. Swapping the versions negates the interval
+  exactly, and both bounds are non-decreasing in the canary's failures (the Wilson bounds are,
+  and the square root is 1-Lipschitz), which makes the verdicts monotone.
+* The guarantee is asymptotic (a central-limit approximation, like mSPRT: Johari, Koomen,
+  Pekelis & Walsh 2022, *Always valid inference*, Oper. Res. 70(3)); ``bench/decision.py``
+  measures it by simulation at 1 %, 10 % and 30 % failure rates, with weights that change as the
+  decisions say.
+
+The claims and how alpha is split
+---------------------------------
+With ``delta = policy.margin`` (the non-inferiority margin, absolute failure-rate units; the
+API's ``spec.canary.nonInferiorityMargin``: how much worse the challenger may be and still count
+as at least as good):
+
+* **WORSE** (roll back) when ``lower > delta``: worse by more than the margin. Wrong when
+  ``D <= delta``; probability at most ``alpha / 2`` over the whole canary.
+* **BETTER** (may step up) when ``upper < delta``: at least as good up to the margin; with
+  ``margin = 0`` this means *significantly better*. Wrong when ``D >= delta``; probability at most
+  ``alpha / 2`` over the whole canary.
+
+``alpha`` is split evenly: each one-sided claim gets ``alpha / 2``, ``[lower, upper]`` is a
+two-sided ``1 - alpha`` confidence sequence, and the chance of *any* wrong claim during a canary
+is at most ``alpha``. False promotions are therefore at most ``alpha / 2``, inside the API's
+promise of ``alpha`` (and rarer still, since a promotion needs a "better" claim at every step
+of the ladder). Both claims use the same dividing line ``delta``: a challenger exactly
+``delta`` worse is neither promoted nor rolled back except by one of those rare errors. Because
+the line is at ``+delta`` (not ``-delta``), swapping the versions mirrors the evidence exactly
+only for ``margin = 0``; with a margin, an equal challenger is "at least as good" in both
+directions, as non-inferiority means.
+
+With a margin of 0 an equally good challenger is held (inconclusive) indefinitely, with a
+``samples_needed`` that grows without bound; set a margin to accept "as good as".
+
+Statistic and samples still needed
+----------------------------------
+:attr:`Decision.statistic` is ``z = c (d - delta) / h``, where ``h`` is the interval's
+half-width on the side facing ``delta`` (``upper - d`` when ``d < delta``, else ``d - lower``):
+a score-based standardised distance from the margin. Negative favours the challenger; a claim is
+made exactly when ``|z| > c``, and the reason states ``c``. When inconclusive,
+:attr:`Decision.samples_needed` takes the observed rates as true and the traffic split as fixed,
+treats ``h / c`` as a standard error shrinking like ``1 / sqrt(s)`` when every count is scaled
+by ``s``, and solves ``c(s m) (h / c) / sqrt(s) = |d - delta|`` for ``s`` (dropping the small
+``Phi`` term); it reports the further samples of the version with fewer samples (normally the
+canary), ``ceil((s - 1) min(n_c, n_s))``, or ``None`` when ``d == delta`` (no finite estimate).
+
+Nothing here does I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import math
+from dataclasses import dataclass
+
+__all__ = [
+    "TUNED_EFFECTIVE_SAMPLES",
+    "Assessment",
+    "ConfidenceSequence",
+    "Counts",
+    "Decision",
+    "Evidence",
+    "Policy",
+    "Verdict",
+    "assess",
+    "confidence_sequence",
+    "critical_value",
+    "decide",
+]
+
+#: The effective sample size ``n_c n_s / (n_c + n_s)`` at which the boundary is tightest.
+TUNED_EFFECTIVE_SAMPLES = 250
+
+# Past this many further samples an estimate is meaningless; report None instead.
+_MAX_SAMPLES_NEEDED = 10**9
+
+
+class Verdict(enum.StrEnum):
+    """What the rollout should do next."""
+
+    STEP = "step"
+    HOLD = "hold"
+    ROLLBACK = "rollback"
+    AWAIT_APPROVAL = "await-approval"
+    PROMOTE = "promote"
+
+
+class Evidence(enum.StrEnum):
+    """What the counts say about the challenger, before weights and approval are considered."""
+
+    #: At least as good as the incumbent up to the margin (significantly better at margin 0).
+    BETTER = "better"
+    #: Worse than the incumbent by more than the margin.
+    WORSE = "worse"
+    #: Enough samples, but the confidence sequence still contains the margin.
+    INCONCLUSIVE = "inconclusive"
+    #: Metrics missing, or a version below ``min_samples``.
+    INSUFFICIENT = "insufficient"
+
+
+@dataclass(frozen=True)
+class Counts:
+    """One version's counts in the current window (since the canary started).
+
+    Parameters
+    ----------
+    samples
+        Requests served, ``>= 0``.
+    failures
+        Requests that failed, ``0 <= failures <= samples``.
+    """
+
+    samples: int
+    failures: int
+
+    def __post_init__(self) -> None:
+        if self.samples < 0:
+            raise ValueError(f"samples must be >= 0, got {self.samples}")
+        if not 0 <= self.failures <= self.samples:
+            raise ValueError(
+                f"failures must be between 0 and samples ({self.samples}), got {self.failures}"
+            )
+
+    @property
+    def rate(self) -> float | None:
+        """The observed failure rate, or ``None`` without samples."""
+        return self.failures / self.samples if self.samples else None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a challenger earns traffic.
+
+    Parameters
+    ----------
+    alpha
+        Error budget of the sequential test, ``0 < alpha < 0.5``: each one-sided claim (better,
+        worse) is wrong with probability at most ``alpha / 2`` over the whole canary.
+    min_samples
+        Samples each version needs in the window before any verdict other than hold.
+    max_failure_rate
+        Absolute guard: a canary whose observed failure rate exceeds it rolls back.
+    margin
+        Non-inferiority margin in absolute failure-rate units (``0.01`` = one point): how much
+        worse the challenger may be and still count as at least as good.
+    max_step
+        The most the weight rises in one step, in percent.
+    floor
+        Where a worse challenger drops to, in percent.
+    ceiling
+        The majority step, in percent: reaching it from below needs approval.
+    """
+
+    alpha: float = 0.05
+    min_samples: int = 50
+    max_failure_rate: float | None = None
+    margin: float = 0.0
+    max_step: int = 10
+    floor: int = 0
+    ceiling: int = 50
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha < 0.5:
+            raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha}")
+        if self.min_samples < 1:
+            raise ValueError(f"min_samples must be >= 1, got {self.min_samples}")
+        if self.max_failure_rate is not None and not 0.0 <= self.max_failure_rate <= 1.0:
+            raise ValueError(f"max_failure_rate must be in [0, 1], got {self.max_failure_rate}")
+        if not 0.0 <= self.margin < 1.0:
+            raise ValueError(f"margin must be in [0, 1), got {self.margin}")
+        if not 1 <= self.max_step <= 100:
+            raise ValueError(f"max_step must be in [1, 100], got {self.max_step}")
+        if not 0 <= self.floor <= 100:
+            raise ValueError(f"floor must be in [0, 100], got {self.floor}")
+        if not 1 <= self.ceiling <= 100:
+            raise ValueError(f"ceiling must be in [1, 100], got {self.ceiling}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A verdict with the numbers a person needs to judge it.
+
+    Attributes
+    ----------
+    verdict
+        What to do.
+    reason
+        One or two sentences with the numbers behind the verdict.
+    statistic
+        ``z = (d - margin) / sqrt(V)`` (see the module docstring): negative favours the
+        challenger; a claim needs ``|z|`` above the critical value in the reason. ``None`` when
+        the test did not run (no data, too few samples).
+    samples_needed
+        Estimated further samples of the version with fewer samples before a verdict other than
+        hold, at the current split; ``None`` when not applicable or not estimable.
+    next_weight
+        The canary weight to write next, in percent.
+    """
+
+    verdict: Verdict
+    reason: str
+    statistic: float | None
+    samples_needed: int | None
+    next_weight: int
+
+
+@dataclass(frozen=True)
+class ConfidenceSequence:
+    """The time-uniform confidence sequence for ``p_c - p_s`` at one tick.
+
+    Attributes
+    ----------
+    estimate
+        ``d = f_c / n_c - f_s / n_s``.
+    lower, upper
+        Newcombe's hybrid score bounds at ``critical`` (module docstring).
+    critical
+        ``c(x)``, the boundary's multiple of a standard error at this effective sample size.
+    effective_samples
+        ``n_c n_s / (n_c + n_s)``.
+    """
+
+    estimate: float
+    lower: float
+    upper: float
+    critical: float
+    effective_samples: float
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The direction of the evidence, with the sequence behind it (``None`` if insufficient).
+
+    ``statistic`` is the standardised distance of the estimate from the margin,
+    ``z = c (d - margin) / h`` with ``h`` the half-width on the margin's side; a claim is made
+    exactly when ``|z| > c``.
+    """
+
+    evidence: Evidence
+    sequence: ConfidenceSequence | None
+    statistic: float | None
+
+
+@functools.lru_cache(maxsize=64)
+def _constants(alpha: float) -> tuple[float, float]:
+    """``(2 log(1/alpha), rho^2)`` for the one-sided boundaries of a ``1 - alpha`` sequence."""
+    two_l = 2.0 * math.log(1.0 / alpha)
+    return two_l, (two_l + math.log1p(two_l)) / TUNED_EFFECTIVE_SAMPLES
+
+
+def critical_value(effective_samples: float, alpha: float) -> float:
+    """The boundary's multiple of a standard error at ``m`` effective samples.
+
+    Parameters
+    ----------
+    effective_samples
+        ``m = n_c n_s / (n_c + n_s)``, ``> 0``.
+    alpha
+        The two-sided error budget; each one-sided boundary spends ``alpha / 2``.
+
+    Returns
+    -------
+    float
+        ``c`` with ``c^2 = (1 + 1/x) (2 log(1/alpha) + log(1 + x) - 2 log Phi(c0 k))``,
+        ``x = rho^2 m``, ``k = sqrt(x / (1 + x))`` and ``c0`` the value without the ``Phi``
+        term (module docstring). Using ``c0`` inside ``Phi`` errs on the safe side.
+    """
+    two_l, rho2 = _constants(alpha)
+    x = rho2 * effective_samples
+    inflation = 1.0 + 1.0 / x
+    base = inflation * (two_l + math.log1p(x))
+    tail = 0.5 * math.erfc(-math.sqrt(base * x / (1.0 + x)) / math.sqrt(2.0))
+    return math.sqrt(base - 2.0 * inflation * math.log(tail))
+
+
+def _score_bounds(failures: int, samples: int, z: float) -> tuple[float, float, float]:
+    """``(rate, lower, upper)``: the observed rate and its skew-corrected score bounds at ``z``.
+
+    ``lower`` is the smallest ``p`` under which ``failures`` is not above the Cornish-Fisher
+    upper ``z``-quantile of ``Binomial(samples, p)``,
+    ``n p + z sqrt(n p (1 - p)) + k (1 - 2 p)`` with ``k = (z^2 - 1) / 6``; ``upper`` the
+    largest ``p`` under which it is not below the lower quantile. Both solve the same quadratic
+    (Wilson's, with ``f - k`` and ``n - 2k`` for ``f`` and ``n``); ``k = 0`` gives the Wilson
+    interval. The skewness term is what makes the bounds track the exact (Clopper-Pearson)
+    ones at the few-failure counts of a young canary, where Wilson's lower bound is far too high.
+    """
+    rate = failures / samples
+    k = (z * z - 1.0) / 6.0
+    a = samples - 2.0 * k
+    if a <= 0.0:  # too few samples for the correction: no information
+        return rate, 0.0, 1.0
+    b = failures - k
+    zn = z * z * samples
+    # 4 b (a - b) + z^2 n > 0 for every 0 <= f <= n (its minimum, at f = 0 or n, is
+    # n (z^2 + 2) / 3 + 4 k^2), so the roots are real.
+    root = math.sqrt(zn * (4.0 * b * (a - b) + zn))
+    centre = 2.0 * a * b + zn
+    denominator = 2.0 * (a * a + zn)
+    lower = (centre - root) / denominator if b > 0.0 else 0.0
+    upper = (centre + root) / denominator if a - b > 0.0 else 1.0
+    return rate, min(lower, rate), max(upper, rate)
+
+
+def confidence_sequence(stable: Counts, canary: Counts, alpha: float) -> ConfidenceSequence:
+    """The ``1 - alpha`` time-uniform confidence sequence for ``p_c - p_s`` at these counts.
+
+    Swapping ``stable`` and ``canary`` negates the interval exactly; each bound is
+    non-decreasing in the canary's failures and non-increasing in the stable's.
+
+    Parameters
+    ----------
+    stable, canary
+        Cumulative counts in the window; both need ``samples > 0``.
+    alpha
+        The two-sided error budget; each side gets ``alpha / 2``.
+
+    Returns
+    -------
+    ConfidenceSequence
+        The interval at this tick.
+    """
+    if stable.samples <= 0 or canary.samples <= 0:
+        raise ValueError("a confidence sequence needs samples from both versions")
+    effective = canary.samples * stable.samples / (canary.samples + stable.samples)
+    critical = critical_value(effective, alpha)
+    p_c, lo_c, hi_c = _score_bounds(canary.failures, canary.samples, critical)
+    p_s, lo_s, hi_s = _score_bounds(stable.failures, stable.samples, critical)
+    estimate = p_c - p_s
+    return ConfidenceSequence(
+        estimate=estimate,
+        lower=estimate - math.hypot(p_c - lo_c, hi_s - p_s),
+        upper=estimate + math.hypot(hi_c - p_c, p_s - lo_s),
+        critical=critical,
+        effective_samples=effective,
+    )
+
+
+def _side(cs: ConfidenceSequence, margin: float) -> tuple[float, float]:
+    """``(d - margin, h)``: the signed distance to the margin and the half-width facing it."""
+    distance = cs.estimate - margin
+    half = cs.upper - cs.estimate if distance < 0.0 else cs.estimate - cs.lower
+    return distance, half
+
+
+def assess(stable: Counts | None, canary: Counts | None, policy: Policy) -> Assessment:
+    """Which way the evidence points, ignoring weights, approval and the absolute guard.
+
+    Parameters
+    ----------
+    stable, canary
+        Cumulative counts in the window, or ``None`` when metrics are unavailable.
+    policy
+        Supplies ``alpha``, ``min_samples`` and ``margin``.
+
+    Returns
+    -------
+    Assessment
+        ``INSUFFICIENT`` without data or below ``min_samples``; otherwise ``WORSE`` when the
+        sequence lies above the margin, ``BETTER`` when it lies below, else ``INCONCLUSIVE``.
+        With ``margin = 0`` swapping the versions swaps ``BETTER`` and ``WORSE``.
+    """
+    if (
+        stable is None
+        or canary is None
+        or stable.samples < policy.min_samples
+        or canary.samples < policy.min_samples
+    ):
+        return Assessment(Evidence.INSUFFICIENT, None, None)
+    return Assessment(*_classify(stable, canary, policy))
+
+
+def _classify(
+    stable: Counts, canary: Counts, policy: Policy
+) -> tuple[Evidence, ConfidenceSequence, float]:
+    """The evidence, the sequence and the statistic, for counts with samples on both sides."""
+    cs = confidence_sequence(stable, canary, policy.alpha)
+    distance, half = _side(cs, policy.margin)
+    statistic = cs.critical * distance / half
+    if cs.lower > policy.margin:
+        return Evidence.WORSE, cs, statistic
+    if cs.upper < policy.margin:
+        return Evidence.BETTER, cs, statistic
+    return Evidence.INCONCLUSIVE, cs, statistic
+
+
+def _samples_needed(
+    cs: ConfidenceSequence, margin: float, alpha: float, smaller: int
+) -> int | None:
+    """Further samples of the smaller version until the sequence excludes the margin.
+
+    With ``se = h / c`` (the half-width facing the margin over the critical value) and the
+    observed rates and split held, solves ``c(s m) se / sqrt(s) = |d - margin|`` for ``s >= 1``
+    by Newton's method on ``log s`` (the left side is strictly decreasing in ``s``), with ``c``
+    taken without its small ``Phi`` term: an estimate, not a promise.
+    """
+    distance, half = _side(cs, margin)
+    if distance == 0.0 or half <= 0.0:
+        return None
+    two_l, rho2 = _constants(alpha)
+    x0 = rho2 * cs.effective_samples
+    # log((d - margin)^2 / se^2)
+    target = 2.0 * math.log(abs(distance) * cs.critical / half)
+
+    # Start where the solution would be if c did not depend on s; c varies slowly, so a few
+    # Newton steps on f(u) = log(se^2 e^-u c(x0 e^u)^2 / (d - margin)^2) finish the job.
+    u = max(0.0, math.log(cs.critical * cs.critical) - target)
+    for _ in range(50):
+        y = x0 * math.exp(u)
+        bracket = two_l + math.log1p(y)
+        value = math.log1p(1.0 / y) + math.log(bracket) - u - target
+        if value <= 0.0 and u == 0.0:
+            break
+        slope = -1.0 / (1.0 + y) + y / ((1.0 + y) * bracket) - 1.0
+        step = value / slope
+        u = max(0.0, u - step)
+        if abs(step) < 1e-4 or u > 50.0:
+            break
+    further = (math.exp(u) - 1.0) * smaller
+    if not math.isfinite(further) or further > _MAX_SAMPLES_NEEDED:
+        return None
+    return max(1, math.ceil(further))
+
+
+def _pct(rate: float) -> str:
+    return f"{100.0 * rate:.1f}%"
+
+
+def _describe(stable: Counts, canary: Counts) -> str:
+    return (
+        f"canary {_pct(canary.failures / canary.samples)} ({canary.failures}/{canary.samples})"
+        f" vs stable {_pct(stable.failures / stable.samples)}"
+        f" ({stable.failures}/{stable.samples})"
+    )
+
+
+def _interval(cs: ConfidenceSequence, alpha: float) -> str:
+    return (
+        f"the {100.0 * (1.0 - alpha):g}% confidence sequence for the difference is"
+        f" [{100.0 * cs.lower:+.2f}, {100.0 * cs.upper:+.2f}] points"
+        f" (critical |z| {cs.critical:.2f})"
+    )
+
+
+def decide(
+    *,
+    stable: Counts | None,
+    canary: Counts | None,
+    policy: Policy,
+    weight: int,
+    approved: bool,
+) -> Decision:
+    """Decide the canary's next weight from both versions' cumulative counts in the window.
+
+    Safe to call on every tick with growing counts: claims come from a time-uniform confidence
+    sequence (module docstring), so checking often does not inflate the error rate.
+
+    Parameters
+    ----------
+    stable, canary
+        Cumulative counts since the canary started, or ``None`` when metrics are unavailable.
+    policy
+        The canary policy.
+    weight
+        The canary's current weight, in percent (0-100).
+    approved
+        Whether a person approved the proposal (needed to reach the ceiling from below).
+
+    Returns
+    -------
+    Decision
+        In order: no data -> hold; a version below ``min_samples`` -> hold; canary rate above
+        ``max_failure_rate`` -> rollback; evidence worse -> rollback; evidence better -> step,
+        await-approval or promote; otherwise hold. Rollbacks go to ``min(floor, weight)``:
+        a rollback never raises the weight.
+    """
+    if not 0 <= weight <= 100:
+        raise ValueError(f"weight must be in [0, 100], got {weight}")
+
+    if stable is None or canary is None or stable.samples == 0 or canary.samples == 0:
+        missing = []
+        for name, counts in (("stable", stable), ("canary", canary)):
+            if counts is None:
+                missing.append(f"metrics for the {name} version are unavailable")
+            elif counts.samples == 0:
+                missing.append(f"the {name} version has served no requests in the window")
+        return Decision(
+            Verdict.HOLD,
+            f"No data: {' and '.join(missing)}; holding at {weight}%.",
+            None,
+            None,
+            weight,
+        )
+
+    if stable.samples < policy.min_samples or canary.samples < policy.min_samples:
+        needed = policy.min_samples - min(stable.samples, canary.samples)
+        return Decision(
+            Verdict.HOLD,
+            f"Need about {needed} more samples: stable has {stable.samples} and canary"
+            f" {canary.samples} of the {policy.min_samples} each needs before any verdict;"
+            f" holding at {weight}%.",
+            None,
+            needed,
+            weight,
+        )
+
+    evidence, cs, statistic = _classify(stable, canary, policy)
+    rollback_to = min(policy.floor, weight)
+    observed = _describe(stable, canary)
+
+    if policy.max_failure_rate is not None and (
+        canary.failures > policy.max_failure_rate * canary.samples
+    ):
+        return Decision(
+            Verdict.ROLLBACK,
+            f"Canary failure rate {_pct(canary.failures / canary.samples)}"
+            f" ({canary.failures}/{canary.samples}) exceeds the"
+            f" {_pct(policy.max_failure_rate)} guard; rolling back to {rollback_to}%.",
+            statistic,
+            None,
+            rollback_to,
+        )
+
+    margin = f"{100.0 * policy.margin:+.2f}"
+    if evidence is Evidence.WORSE:
+        return Decision(
+            Verdict.ROLLBACK,
+            f"Canary is worse: {observed}; {_interval(cs, policy.alpha)}, entirely above the"
+            f" margin {margin}; rolling back to {rollback_to}%.",
+            statistic,
+            None,
+            rollback_to,
+        )
+
+    if evidence is Evidence.INCONCLUSIVE:
+        smaller = min(stable.samples, canary.samples)
+        further = _samples_needed(cs, policy.margin, policy.alpha, smaller)
+        which = "canary" if canary.samples <= stable.samples else "stable"
+        estimate = (
+            f"need about {further} more {which} samples at this split"
+            if further is not None
+            else "the observed difference is at (or too close to) the margin to estimate the"
+            " samples still needed"
+        )
+        return Decision(
+            Verdict.HOLD,
+            f"Inconclusive: {observed}; {_interval(cs, policy.alpha)}, which contains the"
+            f" margin {margin}; {estimate}; holding at {weight}%.",
+            statistic,
+            further,
+            weight,
+        )
+
+    # Evidence.BETTER: at least as good up to the margin.
+    because = (
+        f"Canary is at least as good: {observed}; {_interval(cs, policy.alpha)},"
+        f" entirely below the margin {margin}"
+    )
+    candidate = min(weight + policy.max_step, 100)
+    if candidate >= policy.ceiling and weight < policy.ceiling and not approved:
+        return Decision(
+            Verdict.AWAIT_APPROVAL,
+            f"{because}; the next step ({candidate}%) reaches the {policy.ceiling}% ceiling,"
+            f" which needs approval; holding at {weight}% until the proposal is approved.",
+            statistic,
+            None,
+            weight,
+        )
+    if approved and weight < policy.ceiling:
+        target = min(max(candidate, policy.ceiling), 100)
+        return Decision(
+            Verdict.STEP,
+            f"{because}; approved, stepping to {target}%.",
+            statistic,
+            None,
+            target,
+        )
+    if weight == 100:
+        return Decision(
+            Verdict.PROMOTE,
+            f"{because}; the canary serves all traffic: promoting.",
+            statistic,
+            None,
+            100,
+        )
+    return Decision(
+        Verdict.STEP,
+        f"{because}; stepping to {candidate}%.",
+        statistic,
+        None,
+        candidate,
+    )
