@@ -1,0 +1,60 @@
+"""AgentRollout handlers: a periodic pass per rollout, and an immediate one when its spec changes.
+
+The periodic pass is a kopf daemon rather than a timer because the interval is per object
+(``spec.canary.interval``) and may change while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+
+from promptloop.api.common import parse_duration
+from promptloop.constants import GROUP, ROLLOUT_PLURAL, VERSION
+from promptloop.reconciler import Reconciler
+
+__all__ = ["periodic_pass", "rollout_deleted", "spec_changed"]
+
+
+@kopf.daemon(GROUP, VERSION, ROLLOUT_PLURAL, cancellation_timeout=10)
+async def periodic_pass(
+    name: str,
+    namespace: str | None,
+    spec: kopf.Spec,
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Re-read the evidence and act on it every ``spec.canary.interval``, until stopped."""
+    reconciler: Reconciler = memo.reconciler
+    loop = asyncio.get_running_loop()
+    due = loop.time()
+    while not stopped:
+        reconciler.metrics.tick_lateness.observe(max(0.0, loop.time() - due))
+        started = loop.time()
+        try:
+            await reconciler.reconcile(namespace or "default", name, cause="tick")
+        except Exception:  # a pass that fails must not end the rollout's ticking
+            logger.exception("reconciliation pass failed; retrying at the next interval")
+        finally:
+            reconciler.metrics.pass_seconds.observe(loop.time() - started)
+        # `spec` is kopf's live view of the object, so an interval change applies at once.
+        interval = parse_duration(spec.get("canary", {}).get("interval", "30s")).total_seconds()
+        due = started + interval
+        await stopped.wait(max(0.0, due - loop.time()))
+
+
+@kopf.on.update(GROUP, VERSION, ROLLOUT_PLURAL, field="spec")
+async def spec_changed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """Act on a spec change now rather than at the next interval."""
+    await memo.reconciler.reconcile(namespace or "default", name, cause="spec")
+
+
+@kopf.on.delete(GROUP, VERSION, ROLLOUT_PLURAL, optional=True)
+async def rollout_deleted(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """Forget the rollout; the user's Deployment is never touched."""
+    memo.reconciler.forget(namespace or "default", name)
+    await memo.reconciler.mark_orphans(namespace or "default", name)

@@ -1,0 +1,66 @@
+"""Operator start-up: settings under promptloop.dev, the shared clients, the metrics server."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import kopf
+
+from promptloop.constants import DOMAIN, FINALIZER
+from promptloop.k8s.client import connect
+from promptloop.observability import OperatorMetrics
+from promptloop.reconciler import Reconciler
+
+__all__ = ["OPTIONS", "RuntimeOptions", "cleanup", "configure"]
+
+
+@dataclass
+class RuntimeOptions:
+    """Options the command line sets before kopf starts (kopf's settings cannot carry them)."""
+
+    metrics_port: int | None = None
+    metrics_address: str = "0.0.0.0"
+    router_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0)
+
+
+OPTIONS = RuntimeOptions()
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Own every persisted name, tune kopf, and create the clients the handlers share."""
+    # All persisted names live under our domain from the first release: no migration, ever.
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=DOMAIN)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=DOMAIN, key="last-handled-configuration"
+    )
+    # The operator posts its own Events with reasons people can filter on; kopf's own postings
+    # are kept for handler failures only.
+    settings.posting.level = logging.WARNING
+    # Resources are known in advance; scanning CRDs and namespaces would need list/watch on both,
+    # which the least-privilege ClusterRole does not grant.
+    settings.scanning.disabled = True
+    # Handlers are async; a small thread pool is enough for kopf's own sync work.
+    settings.execution.max_workers = 4
+    metrics = OperatorMetrics()
+    if OPTIONS.metrics_port is not None:
+        metrics.serve(OPTIONS.metrics_port, OPTIONS.metrics_address)
+    kube = await connect()
+    http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
+    memo.kube = kube
+    memo.http = http
+    memo.metrics = metrics
+    memo.reconciler = Reconciler(
+        kube, http, metrics=metrics, router_retry_delays=OPTIONS.router_retry_delays
+    )
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Close the shared clients."""
+    await memo.http.aclose()
+    await memo.kube.close()

@@ -1,0 +1,90 @@
+"""Traffic verification: does the canary really get the share of requests its weight says?
+
+AgentField's execute path does not consult the weights in the control-plane versions read
+(``shared/notes/agentfield-api.md`` §0.1), so a weight written and read back proves only that the
+router *recorded* it. The operator therefore compares the canary's observed share of requests
+since the last step with the share it set, and holds when the canary gets none or far too little.
+
+The check is a one-sided binomial z-test on the requests since the weight was last changed: with
+``n`` requests and an expected canary share ``p``, the canary's count ``k`` is implausibly low when
+``(k - n p) / sqrt(n p (1 - p)) < -Z``. ``Z`` is deliberately large (4): a false alarm holds a
+healthy rollout, so only gross mismatches — the router ignoring weights — are flagged.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+__all__ = ["MIN_REQUESTS", "Z_THRESHOLD", "TrafficCheck", "TrafficVerdict", "verify_traffic"]
+
+Z_THRESHOLD = 4.0
+# Below this many requests since the step there is too little traffic to say anything.
+MIN_REQUESTS = 20
+
+
+class TrafficVerdict(enum.StrEnum):
+    """The outcome of a traffic check."""
+
+    VERIFIED = "Verified"
+    TOO_LITTLE = "TooLittleTraffic"
+    NOT_HONOURED = "WeightsNotHonoured"
+
+
+@dataclass(frozen=True)
+class TrafficCheck:
+    """A verdict with the numbers a person needs to judge it."""
+
+    verdict: TrafficVerdict
+    observed_percent: float | None
+    expected_percent: int
+    requests: int
+    message: str
+
+
+def verify_traffic(*, canary_requests: int, stable_requests: int, weight: int) -> TrafficCheck:
+    """Compare the canary's observed share of requests with its weight.
+
+    Parameters
+    ----------
+    canary_requests, stable_requests
+        Requests each version served since the weight was last changed.
+    weight
+        The canary's weight, in percent.
+
+    Returns
+    -------
+    TrafficCheck
+        ``Verified`` when the share is plausible, ``TooLittleTraffic`` when there are too few
+        requests to tell, ``WeightsNotHonoured`` when the canary gets none or far too little.
+    """
+    total = canary_requests + stable_requests
+    if total < MIN_REQUESTS or weight <= 0:
+        return TrafficCheck(
+            TrafficVerdict.TOO_LITTLE,
+            None,
+            weight,
+            total,
+            f"{total} requests since the last step; need {MIN_REQUESTS} to verify the split",
+        )
+    observed = 100.0 * canary_requests / total
+    p = min(weight, 99.999) / 100.0
+    z = (canary_requests - total * p) / math.sqrt(total * p * (1 - p))
+    if canary_requests == 0 or z < -Z_THRESHOLD:
+        return TrafficCheck(
+            TrafficVerdict.NOT_HONOURED,
+            observed,
+            weight,
+            total,
+            f"the canary served {canary_requests} of {total} requests ({observed:.1f}%) at weight "
+            f"{weight}%: the router does not seem to honour weights (AgentField's execute path "
+            "routes every call to one version unless the caller splits by weight)",
+        )
+    return TrafficCheck(
+        TrafficVerdict.VERIFIED,
+        observed,
+        weight,
+        total,
+        f"the canary served {observed:.1f}% of {total} requests at weight {weight}%",
+    )
