@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,6 +38,8 @@ from promptloop.devenv.agentfield_standin import (
 __all__: list[str] = []
 
 TOKEN = "s3cret-connector-token"
+# One TLS context for every client here: building one per client reads the CA bundle each time.
+TLS = ssl.create_default_context()
 AUTH = {"X-Connector-Token": TOKEN}
 C = "/api/v1/connector"
 
@@ -75,7 +78,7 @@ async def standin() -> AsyncIterator[RunningStandin]:
 
 @pytest.fixture
 async def http(standin: RunningStandin) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=standin.url, timeout=5.0) as client:
+    async with httpx.AsyncClient(base_url=standin.url, timeout=5.0, verify=TLS) as client:
         yield client
 
 
@@ -228,7 +231,7 @@ async def test_connector_routes_exist_only_with_a_token() -> None:
     (server/routes_connector.go:17-20); the rest of the API still works."""
     running = await start_standin(connector_token=None)
     try:
-        async with httpx.AsyncClient(base_url=running.url) as client:
+        async with httpx.AsyncClient(base_url=running.url, verify=TLS) as client:
             assert (await client.get(f"{C}/manifest", headers=AUTH)).status_code == 404
             assert (await client.get("/health")).json()["connector_enabled"] is False
     finally:
@@ -244,7 +247,7 @@ async def test_capabilities_gate_routes_but_not_the_manifest() -> None:
         capabilities={"reasoner_management": Capability(read_only=True)},
     )
     try:
-        async with httpx.AsyncClient(base_url=running.url) as client:
+        async with httpx.AsyncClient(base_url=running.url, verify=TLS) as client:
             manifest = await client.get(f"{C}/manifest", headers=AUTH)
             assert manifest.status_code == 200
             assert manifest.json()["capabilities"] == {
@@ -721,7 +724,7 @@ async def test_execute_unreachable_and_timeout_are_504(http: httpx.AsyncClient) 
     url, runner = await serve_app(agent_app("0.9.0", hang=hang))
     quick = await start_standin(connector_token=TOKEN, agent_call_timeout=0.2)
     try:
-        async with httpx.AsyncClient(base_url=quick.url) as client:
+        async with httpx.AsyncClient(base_url=quick.url, verify=TLS) as client:
             await register(client, "0.9.0", base_url=url)
             timed_out = await client.post("/api/v1/execute/classifier.classify", json={"input": {}})
         assert timed_out.status_code == 504
@@ -730,6 +733,104 @@ async def test_execute_unreachable_and_timeout_are_504(http: httpx.AsyncClient) 
         hang.set()
         await quick.close()
         await runner.cleanup()
+
+
+def async_agent_app(standin_url: str, outcome: dict[str, Any] | None) -> web.Application:
+    """A fake agent that behaves like the Python SDK: 202 now, the outcome to the callback."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def report(execution_id: str) -> None:
+        async with httpx.AsyncClient(verify=TLS) as client:
+            await client.post(
+                f"{standin_url}/api/v1/executions/{execution_id}/status", json=outcome
+            )
+
+    async def reasoner(request: web.Request) -> web.StreamResponse:
+        execution_id = request.headers["X-Execution-ID"]
+        if outcome is not None:
+            task = asyncio.create_task(report(execution_id))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        return web.json_response({"status": "processing", "execution_id": execution_id}, status=202)
+
+    app = web.Application()
+    app.router.add_post("/reasoners/classify", reasoner)
+    return app
+
+
+async def test_execute_waits_for_the_sdk_status_callback(
+    standin: RunningStandin, http: httpx.AsyncClient
+) -> None:
+    """The SDK answers 202 when X-Execution-ID is set and later POSTs the outcome to
+    ``/api/v1/executions/{id}/status`` (SDK agent.py:2296-2319, 3071-3077); the control plane
+    waits for it and answers the caller then (handleSync :234-315, handleStatusUpdate
+    :474-637); GET /api/v1/executions/:id renders the record (renderStatus :1754-1782)."""
+    outcome = {"status": "succeeded", "result": {"label": "billing"}, "duration_ms": 12}
+    url, runner = await serve_app(async_agent_app(standin.url, outcome))
+    try:
+        await register(http, "1.0.0", base_url=url)
+        response = await http.post("/api/v1/execute/classifier.classify", json={"input": {}})
+        assert response.status_code == 200
+        body = response.json()
+        assert (body["status"], body["result"], body["duration_ms"]) == (
+            "succeeded",
+            {"label": "billing"},
+            12,
+        )
+        record = await http.get(f"/api/v1/executions/{body['execution_id']}")
+        assert record.json()["status"] == "succeeded"
+        assert record.json()["result"] == {"label": "billing"}
+        assert (await http.get("/api/v1/executions/nope")).status_code == 404
+    finally:
+        await runner.cleanup()
+
+
+async def test_failed_callback_is_502(standin: RunningStandin, http: httpx.AsyncClient) -> None:
+    """A "failed" outcome answers 502 with error_message and the result as error_details
+    (handleSync :272-294); the status is normalized ("error" → "failed", status.go:36-74)."""
+    outcome = {"status": "error", "error": "model refused", "result": {"why": "x"}}
+    url, runner = await serve_app(async_agent_app(standin.url, outcome))
+    try:
+        await register(http, "1.0.0", base_url=url)
+        response = await http.post("/api/v1/execute/classifier.classify", json={"input": {}})
+        assert response.status_code == 502
+        assert response.json()["status"] == "failed"
+        assert response.json()["error_message"] == "model refused"
+        assert response.json()["error_details"] == {"why": "x"}
+    finally:
+        await runner.cleanup()
+
+
+async def test_status_callback_validation(http: httpx.AsyncClient) -> None:
+    """``result`` binds into a JSON object only, ``status`` must normalize to a known one
+    (handleStatusUpdate :482-492), an unknown execution is a storage error (500, :589-592)."""
+    unknown = await http.post("/api/v1/executions/nope/status", json={"status": "succeeded"})
+    assert unknown.status_code == 500
+    bogus = await http.post("/api/v1/executions/nope/status", json={"status": "bogus"})
+    assert bogus.json() == {"error": "unsupported status 'bogus'"}
+    not_object = await http.post(
+        "/api/v1/executions/nope/status", json={"status": "succeeded", "result": "billing"}
+    )
+    assert not_object.status_code == 400
+
+
+async def test_missing_callback_times_out_as_400(http: httpx.AsyncClient) -> None:
+    """Without a callback the wait ends at the agent-call timeout with "execution timeout
+    after ...", which writeExecutionError classifies as internal → 400 (:902-908, 1996-2015)."""
+    quick = await start_standin(connector_token=TOKEN, agent_call_timeout=0.2)
+    url, runner = await serve_app(async_agent_app(quick.url, None))
+    try:
+        async with httpx.AsyncClient(base_url=quick.url, verify=TLS) as client:
+            await register(client, "1.0.0", base_url=url)
+            response = await client.post("/api/v1/execute/classifier.classify", json={"input": {}})
+        assert response.status_code == 400
+        assert response.json() == {
+            "error": "execution timeout after 200ms",
+            "error_category": "internal_error",
+        }
+    finally:
+        await runner.cleanup()
+        await quick.close()
 
 
 # ---------------------------------------------------------------------------------------------

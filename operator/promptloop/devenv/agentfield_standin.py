@@ -20,7 +20,9 @@ Served routes:
   ``/reasoners/{id}``, ``/reasoners/{id}/versions``, ``/reasoners/{id}/versions/{version}``,
   ``PUT /reasoners/{id}/versions/{version}/weight``, ``/nodes``, ``/nodes/{id}/status``.
 - Memory: ``POST /api/v1/memory/set|get|delete``, ``GET /api/v1/memory/list?scope=``.
-- Execute: ``POST /api/v1/execute/{node}.{reasoner}`` (synchronous only).
+- Execute: ``POST /api/v1/execute/{node}.{reasoner}`` (synchronous; an agent that answers 202,
+  as the Python SDK does, reports back to ``POST /api/v1/executions/{id}/status``), and
+  ``GET /api/v1/executions/{id}``.
 
 Quirks kept on purpose (each pinned by a test in ``tests/unit/test_agentfield_standin.py``):
 registration resets a version's weight to 100; the versions list repeats the smallest version;
@@ -29,8 +31,8 @@ node-wide; execute ignores weights and always calls the lexicographically smalle
 
 Simplifications (the real control plane does more): state is in memory; there is no HTTP health
 monitor (a heartbeat's status sets the node-wide health the way the status manager derives it);
-callback URLs are not probed; no API-key auth, DIDs, tag approval, async execution, execution
-records or memory events.
+callback URLs are not probed; no API-key auth, DIDs, tag approval, ``/execute/async``, webhooks,
+workflow records, vector memory or memory events.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import signal
 import string
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,6 +68,7 @@ __all__ = [
     "STANDIN_REASON",
     "AgentRow",
     "Capability",
+    "ExecutionRecord",
     "Fault",
     "RunningStandin",
     "StandinState",
@@ -104,6 +108,7 @@ _WEIGHT_MIN = 0
 _WEIGHT_MAX = 10000
 _DEFAULT_WEIGHT = 100
 _CONNECTOR_PREFIX = "/api/v1/connector"
+_REQUEST_LOG_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -244,16 +249,90 @@ class Fault:
 
 
 @dataclass
+class ExecutionRecord:
+    """One execution, as far as the stand-in tracks it (``types.Execution``, no version)."""
+
+    execution_id: str
+    run_id: str
+    status: str = "running"
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    completed_at: datetime | None = None
+    duration_ms: int | None = None
+    result: Any = None
+    error: str | None = None
+    status_reason: str | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def finish(
+        self,
+        status: str,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        duration_ms: int | None = None,
+    ) -> None:
+        """Record a terminal status and wake whoever waits for it."""
+        now = datetime.now(UTC)
+        self.status = status
+        if result is not None:
+            self.result = result
+        self.error = error if error is not None else (None if status == "succeeded" else self.error)
+        self.completed_at = now
+        self.duration_ms = (
+            duration_ms
+            if duration_ms is not None
+            else int((now - self.started_at).total_seconds() * 1000)
+        )
+        self.done.set()
+
+    def render(self) -> dict[str, Any]:
+        """``ExecutionStatusResponse`` (handlers/execute.go:88-106, renderStatus :1754-1782)."""
+        body: dict[str, Any] = {
+            "execution_id": self.execution_id,
+            "run_id": self.run_id,
+            "status": self.status,
+            "started_at": _rfc3339_seconds(self.started_at),
+            "webhook_registered": False,
+        }
+        if self.status_reason is not None:
+            body["status_reason"] = self.status_reason
+        if self.result is not None:
+            body["result"] = self.result
+            if self.status == "failed":
+                body["error_details"] = self.result
+        if self.error is not None:
+            body["error"] = self.error
+        if self.completed_at is not None:
+            body["completed_at"] = _rfc3339_seconds(self.completed_at)
+        if self.duration_ms is not None:
+            body["duration_ms"] = self.duration_ms
+        return body
+
+
+@dataclass
 class StandinState:
     """Everything the stand-in knows; tests read and poke it directly."""
 
     rows: dict[tuple[str, str], AgentRow] = field(default_factory=dict)
     # (scope, scope_id, key) -> stored Memory object
     memory: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
-    # (method, path, status) of every request served, for tests that count calls.
-    requests: list[tuple[str, str, int]] = field(default_factory=list)
+    # (method, path, status) of the requests served, for tests that count calls; bounded so a
+    # long-running demo (heartbeats every 2 s) does not grow without end.
+    requests: deque[tuple[str, str, int]] = field(
+        default_factory=lambda: deque(maxlen=_REQUEST_LOG_LIMIT)
+    )
     faults: list[Fault] = field(default_factory=list)
+    # Executions by id, oldest first; bounded like the request log.
+    executions: dict[str, ExecutionRecord] = field(default_factory=dict)
     _seq: int = 0
+
+    def new_execution(self, *, execution_id: str, run_id: str) -> ExecutionRecord:
+        """Create and remember a running execution, forgetting the oldest beyond the bound."""
+        record = ExecutionRecord(execution_id=execution_id, run_id=run_id)
+        self.executions[execution_id] = record
+        while len(self.executions) > _REQUEST_LOG_LIMIT:
+            del self.executions[next(iter(self.executions))]
+        return record
 
     def next_seq(self) -> int:
         """A strictly increasing number for insertion order."""
@@ -458,6 +537,8 @@ def build_app(
         web.post("/api/v1/memory/delete", _memory_delete),
         web.get("/api/v1/memory/list", _memory_list),
         web.post("/api/v1/execute/{target}", _execute),
+        web.get("/api/v1/executions/{execution_id}", _execution_status),
+        web.post("/api/v1/executions/{execution_id}/status", _execution_status_update),
     ]
     if app[_CONFIG_KEY].connector_token:
         reasoner = "reasoner_management"
@@ -1257,42 +1338,67 @@ async def _execute(request: web.Request) -> web.StreamResponse:
 
     run_id = request.headers.get("X-Run-ID", "").strip()
     stamp = time.strftime("%Y%m%d_%H%M%S")
-    run_id = run_id or f"run_{stamp}_{_random_suffix()}"
-    execution_id = f"exec_{stamp}_{_random_suffix()}"
+    record = state.new_execution(
+        execution_id=f"exec_{stamp}_{_random_suffix()}",
+        run_id=run_id or f"run_{stamp}_{_random_suffix()}",
+    )
     url = f"{agent.base_url.rstrip('/')}/{kind}/{name}"
     headers = {
-        "X-Run-ID": run_id,
-        "X-Execution-ID": execution_id,
-        "X-Workflow-ID": run_id,
+        "X-Run-ID": record.run_id,
+        "X-Execution-ID": record.execution_id,
+        "X-Workflow-ID": record.run_id,
     }
     for optional in ("X-Parent-Execution-ID", "X-Session-ID", "X-Actor-ID"):
         if value := request.headers.get(optional, "").strip():
             headers[optional] = value
-    session = request.app[_SESSION_KEY]
+    config = request.app[_CONFIG_KEY]
     started = time.monotonic()
     try:
-        async with session.post(url, json=payload, headers=headers) as answer:
+        async with request.app[_SESSION_KEY].post(url, json=payload, headers=headers) as answer:
             status = answer.status
             raw = await answer.read()
     except TimeoutError as error:
+        record.finish("failed", error=f"agent call failed: {error!r}")
         return _execution_error(f"agent call failed: {error!r}", "agent_timeout", 504)
     except aiohttp.ClientConnectorError as error:
+        record.finish("failed", error=f"agent call failed: {error}")
         return _execution_error(f"agent call failed: {error}", "agent_unreachable", 504)
     except aiohttp.ClientError as error:
+        record.finish("failed", error=f"agent call failed: {error}")
         return _execution_error(f"agent call failed: {error}", "internal_error", 400)
-    elapsed_ms = int((time.monotonic() - started) * 1000)
-    reply_headers = {"X-Execution-ID": execution_id, "X-Run-ID": run_id}
+    reply_headers = {"X-Execution-ID": record.execution_id, "X-Run-ID": record.run_id}
+
     if status == 202:
-        # The real control plane then waits for the agent's status callback; the stand-in has
-        # no execution records to wait on.
-        return _json(
-            {
-                "error": "async agent acknowledgements are not supported by the stand-in",
-                "error_category": "internal_error",
-            },
-            status=502,
-            headers=reply_headers,
-        )
+        # The Python SDK acknowledges with 202 whenever X-Execution-ID is set and reports the
+        # outcome later to POST /api/v1/executions/{id}/status (SDK agent.py:2296-2319, 3071);
+        # the control plane waits for that callback (handleSync :234-315,
+        # waitForExecutionCompletion :858-933).
+        try:
+            await asyncio.wait_for(record.done.wait(), timeout=config.agent_call_timeout)
+        except TimeoutError:
+            return _execution_error(
+                f"execution timeout after {_go_duration(config.agent_call_timeout)}",
+                "internal_error",
+                400,
+            )
+        finished = {
+            "execution_id": record.execution_id,
+            "run_id": record.run_id,
+            "status": record.status,
+            "duration_ms": record.duration_ms or 0,
+            "finished_at": _rfc3339_seconds(record.completed_at or _now()),
+        }
+        if record.status == "failed":
+            # Only "failed" is an error here; cancelled and timeout fall through to 200.
+            finished["error_message"] = record.error or "execution failed"
+            if record.result is not None:
+                finished["error_details"] = record.result
+            return _json(finished, status=502, headers=reply_headers)
+        if record.result is not None:
+            finished["result"] = record.result
+        return _json(finished, headers=reply_headers)
+
+    elapsed_ms = int((time.monotonic() - started) * 1000)
     if status >= 400:
         # callAgent :1281-1287 and writeExecutionError :1966-1989.
         text = raw.decode(errors="replace")
@@ -1315,6 +1421,7 @@ async def _execute(request: web.Request) -> web.StreamResponse:
         }
         if parsed_ok:
             response["error_details"] = parsed
+        record.finish("failed", error=response["error"], duration_ms=elapsed_ms)
         return _json(response, status=status if status < 500 else 502)
 
     result: Any = None
@@ -1323,9 +1430,10 @@ async def _execute(request: web.Request) -> web.StreamResponse:
             result = json.loads(raw)
         except ValueError:
             result = raw.decode(errors="replace")
+    record.finish("succeeded", result=result, duration_ms=elapsed_ms)
     answer_body: dict[str, Any] = {
-        "execution_id": execution_id,
-        "run_id": run_id,
+        "execution_id": record.execution_id,
+        "run_id": record.run_id,
         "status": "succeeded",
         "duration_ms": elapsed_ms,
         "finished_at": _rfc3339_seconds(_now()),
@@ -1333,6 +1441,131 @@ async def _execute(request: web.Request) -> web.StreamResponse:
     if result is not None:
         answer_body["result"] = result
     return _json(answer_body, headers=reply_headers)
+
+
+def _go_duration(seconds: float) -> str:
+    """Go's ``time.Duration`` String() for the usual cases (``90s`` → ``1m30s``)."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    minutes, rest = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    text = f"{rest:g}s"
+    if hours:
+        return f"{hours}h{minutes}m{text}"
+    return f"{minutes}m{text}" if minutes else text
+
+
+# types.NormalizeExecutionStatus (pkg/types/status.go:36-74).
+_EXECUTION_STATUSES = frozenset(
+    {
+        "pending",
+        "queued",
+        "waiting",
+        "running",
+        "paused",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "timeout",
+    }
+)
+_EXECUTION_STATUS_ALIASES = {
+    "success": "succeeded",
+    "successful": "succeeded",
+    "completed": "succeeded",
+    "complete": "succeeded",
+    "done": "succeeded",
+    "ok": "succeeded",
+    "error": "failed",
+    "failure": "failed",
+    "errored": "failed",
+    "canceled": "cancelled",
+    "cancel": "cancelled",
+    "pause": "paused",
+    "hold": "paused",
+    "on_hold": "paused",
+    "suspended": "paused",
+    "timed_out": "timeout",
+    "wait": "queued",
+    "awaiting_approval": "waiting",
+    "awaiting_human": "waiting",
+    "approval_pending": "waiting",
+    "in_progress": "running",
+    "processing": "running",
+}
+_TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timeout"})
+
+
+def _normalize_status(status: str) -> str:
+    lowered = status.strip().lower()
+    if lowered in _EXECUTION_STATUSES:
+        return lowered
+    return _EXECUTION_STATUS_ALIASES.get(lowered, "unknown")
+
+
+async def _execution_status_update(request: web.Request) -> web.StreamResponse:
+    """``handleStatusUpdate`` (handlers/execute.go:474-637): the agent's outcome callback.
+
+    ``result`` binds into a JSON object (``map[string]interface{}``): any other JSON type fails
+    the whole body (400), after which a synchronous caller waits until its timeout. A terminal
+    status cannot regress to a non-terminal one (500).
+    """
+    state = request.app[_STATE_KEY]
+    execution_id = request.match_info["execution_id"]
+    ok, body = await _read_json(request)
+    if not ok or not isinstance(body, dict):
+        return _json({"error": f"invalid request body: {body}"}, status=400)
+    raw_status = body.get("status")
+    result = body.get("result")
+    if (
+        not isinstance(raw_status, str)
+        or not raw_status
+        or not (result is None or isinstance(result, dict))
+    ):
+        return _json(
+            {"error": "invalid request body: json: cannot unmarshal into Go struct field"},
+            status=400,
+        )
+    status = _normalize_status(raw_status)
+    if status == "unknown":
+        return _json({"error": f"unsupported status '{raw_status}'"}, status=400)
+    record = state.executions.get(execution_id)
+    if record is None:
+        return _json(
+            {"error": f"failed to update execution: execution {execution_id} not found"},
+            status=500,
+        )
+    if record.status in _TERMINAL and status not in _TERMINAL:
+        return _json(
+            {
+                "error": f"failed to update execution: execution {execution_id} is already in "
+                f"terminal state '{record.status}'; cannot transition to '{status}'"
+            },
+            status=500,
+        )
+    duration = body.get("duration_ms")
+    error = body.get("error")
+    reason = body.get("status_reason")
+    if status in _TERMINAL:
+        record.finish(
+            status,
+            result=result or None,
+            error=error if isinstance(error, str) and error else None,
+            duration_ms=duration if _is_json_int(duration) else None,
+        )
+    else:
+        record.status = status
+    if isinstance(reason, str):
+        record.status_reason = reason
+    return _json(record.render())
+
+
+async def _execution_status(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v1/executions/:id`` (handleStatus, execute.go:421-440)."""
+    record = request.app[_STATE_KEY].executions.get(request.match_info["execution_id"])
+    if record is None:
+        return _json({"error": "execution not found"}, status=404)
+    return _json(record.render())
 
 
 # ------------------------------------------------------------------------------------------------
