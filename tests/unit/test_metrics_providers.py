@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,9 +39,13 @@ class FakeServer:
     seen: list[web.Request] = field(default_factory=list)
 
 
+# One TLS context for every client here: building one per client reads the CA bundle each time.
+TLS = ssl.create_default_context()
+
+
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as shared:
+    async with httpx.AsyncClient(verify=TLS) as shared:
         yield shared
 
 

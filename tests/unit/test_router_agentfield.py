@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import traceback
 from collections.abc import AsyncIterator
 
@@ -34,6 +35,15 @@ __all__: list[str] = []
 TOKEN = "tok-9f8e7d6c5b4a-never-print-me"
 FAST = RetryPolicy(attempts=3, backoff=(0.0,))
 NODE = "classifier"
+# One TLS context for every client in this module: building one per client reads the CA bundle
+# each time (~60 ms), which is most of a test's cost.
+TLS = ssl.create_default_context()
+
+
+@pytest.fixture
+async def shared() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(verify=TLS) as client:
+        yield client
 
 
 @pytest.fixture
@@ -46,13 +56,17 @@ async def standin() -> AsyncIterator[RunningStandin]:
 
 
 @pytest.fixture
-async def router(standin: RunningStandin) -> AsyncIterator[AgentFieldRouter]:
-    async with AgentFieldRouter(standin.url, TOKEN, timeout=2.0, retry=FAST) as router:
+async def router(
+    standin: RunningStandin, shared: httpx.AsyncClient
+) -> AsyncIterator[AgentFieldRouter]:
+    async with AgentFieldRouter(
+        standin.url, TOKEN, client=shared, timeout=2.0, retry=FAST
+    ) as router:
         yield router
 
 
 async def register(standin: RunningStandin, *versions: str) -> None:
-    async with httpx.AsyncClient(base_url=standin.url) as client:
+    async with httpx.AsyncClient(base_url=standin.url, verify=TLS) as client:
         for version in versions:
             response = await client.post(
                 "/api/v1/nodes/register",
@@ -217,7 +231,7 @@ async def test_zero_percent_is_refused_before_any_request(
     standin.state.requests.clear()
     with pytest.raises(ValueError):
         await router.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=0)
-    assert standin.state.requests == []
+    assert not standin.state.requests
 
 
 async def test_unknown_version_is_not_retried(
@@ -235,17 +249,19 @@ async def test_unknown_version_is_not_retried(
         await router.apply_weights(NODE, stable="3.0.0", canary="2.0.0", canary_percent=5)
 
 
-async def test_403_is_forbidden_without_retries(standin: RunningStandin) -> None:
-    async with AgentFieldRouter(standin.url, "wrong-token", retry=FAST) as router:
+async def test_403_is_forbidden_without_retries(
+    standin: RunningStandin, shared: httpx.AsyncClient
+) -> None:
+    async with AgentFieldRouter(standin.url, "wrong-token", client=shared, retry=FAST) as router:
         with pytest.raises(RouterForbidden, match="403"):
             await router.list_versions(NODE)
     assert standin.state.count("GET", "/versions$") == 1
 
 
-async def test_disabled_capability_is_forbidden() -> None:
+async def test_disabled_capability_is_forbidden(shared: httpx.AsyncClient) -> None:
     running = await start_standin(connector_token=TOKEN, capabilities={})
     try:
-        async with AgentFieldRouter(running.url, TOKEN, retry=FAST) as router:
+        async with AgentFieldRouter(running.url, TOKEN, client=shared, retry=FAST) as router:
             with pytest.raises(RouterForbidden, match="capability_disabled"):
                 await router.list_versions(NODE)
             assert (await router.manifest())["capabilities"] == {}
@@ -272,12 +288,13 @@ async def test_persistent_5xx_is_unavailable_after_bounded_retries(
 
 
 async def test_unreachable_is_unavailable() -> None:
+    # This router builds (and closes) its own client.
     async with AgentFieldRouter(f"http://127.0.0.1:{free_port()}", TOKEN, retry=FAST) as router:
         with pytest.raises(RouterUnavailable, match="ConnectError"):
             await router.list_versions(NODE)
 
 
-async def test_every_call_is_bounded_by_the_timeout() -> None:
+async def test_every_call_is_bounded_by_the_timeout(shared: httpx.AsyncClient) -> None:
     release = asyncio.Event()
 
     async def hang(request: web.Request) -> web.StreamResponse:
@@ -292,7 +309,9 @@ async def test_every_call_is_bounded_by_the_timeout() -> None:
     host, port = runner.addresses[0][:2]
     try:
         policy = RetryPolicy(attempts=2, backoff=(0.0,))
-        async with AgentFieldRouter(f"http://{host}:{port}", TOKEN, timeout=0.2, retry=policy) as r:
+        async with AgentFieldRouter(
+            f"http://{host}:{port}", TOKEN, timeout=0.2, client=shared, retry=policy
+        ) as r:
             with pytest.raises(RouterUnavailable, match="ReadTimeout"):
                 await r.list_versions(NODE)
     finally:
@@ -300,10 +319,10 @@ async def test_every_call_is_bounded_by_the_timeout() -> None:
         await runner.cleanup()
 
 
-async def test_connector_disabled_is_a_clear_error() -> None:
+async def test_connector_disabled_is_a_clear_error(shared: httpx.AsyncClient) -> None:
     running = await start_standin(connector_token=None)
     try:
-        async with AgentFieldRouter(running.url, TOKEN, retry=FAST) as router:
+        async with AgentFieldRouter(running.url, TOKEN, client=shared, retry=FAST) as router:
             with pytest.raises(RouterError, match="connector enabled"):
                 await router.manifest()
     finally:
@@ -311,7 +330,7 @@ async def test_connector_disabled_is_a_clear_error() -> None:
 
 
 async def test_the_token_never_leaks(
-    standin: RunningStandin, caplog: pytest.LogCaptureFixture
+    standin: RunningStandin, caplog: pytest.LogCaptureFixture, shared: httpx.AsyncClient
 ) -> None:
     """Trigger every error class (and a body that echoes the token) and look for the token in
     str, repr, formatted tracebacks and every captured log record, httpx's included."""
@@ -319,7 +338,7 @@ async def test_the_token_never_leaks(
     await register(standin, "2.0.0")
     errors: list[BaseException] = []
 
-    async with AgentFieldRouter(standin.url, TOKEN, retry=FAST) as router:
+    async with AgentFieldRouter(standin.url, TOKEN, client=shared, retry=FAST) as router:
         assert TOKEN not in repr(router)
         await router.apply_weights(NODE, stable="2.0.0", canary=None, canary_percent=0)
         standin.state.fail_next("*", "/versions$", status=500, times=3, body={"error": TOKEN})
@@ -337,7 +356,9 @@ async def test_the_token_never_leaks(
         with pytest.raises(RouterForbidden) as forbidden:
             await router.manifest()
         errors.append(forbidden.value)
-    async with AgentFieldRouter(f"http://127.0.0.1:{free_port()}", TOKEN, retry=FAST) as down:
+    async with AgentFieldRouter(
+        f"http://127.0.0.1:{free_port()}", TOKEN, client=shared, retry=FAST
+    ) as down:
         with pytest.raises(RouterUnavailable) as unreachable:
             await down.list_versions(NODE)
         errors.append(unreachable.value)

@@ -127,8 +127,10 @@ class AgentFieldRouter:
     token
         The connector token (``X-Connector-Token``).
     client
-        A shared ``httpx.AsyncClient``; one is created (and closed by :meth:`aclose`) when
-        omitted.
+        A shared ``httpx.AsyncClient`` (recommended: building a client loads the CA bundle,
+        blocking file I/O of tens of milliseconds); one is created, and closed by
+        :meth:`aclose`, when omitted. The token is never set on the client, so sharing it with
+        other code is safe.
     timeout
         Seconds each request may take.
     retry
