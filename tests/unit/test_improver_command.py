@@ -351,6 +351,7 @@ def test_failures_from_agentfield_memory(
         assert main(_args(sim, "--failures-key", "failures", "--max-read", "200")) == 0
     finally:
         server.shutdown()
+        server.server_close()
         thread.join()
     assert _Memory.bodies == [{"key": "failures", "scope": "global"}]
     err = capsys.readouterr().err
@@ -462,3 +463,15 @@ def test_open_proposals_hold_unless_concurrency_is_allowed() -> None:
     args.allow_concurrent = False
     assert command._existing_versions(args, (None, "demo", fake)) == {"2.1.0", "2.2.0"}
     assert command._existing_versions(args, None) == set()
+
+
+def test_auth_error_is_not_retried_and_never_shows_the_key(
+    sim: InProcessSimulator, failures_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim.control("error401")
+    assert main(_args(sim, "--file", str(failures_file))) == command.EXIT_MODEL
+    assert sim.stats()["chat_requests"] == 1
+    captured = capsys.readouterr()
+    assert "HTTP 401" in captured.err and "check OPENAI_API_KEY" in captured.err
+    assert SECRET[:6] not in captured.err and SECRET[-4:] not in captured.err
+    _no_secret(captured.err, captured.out)

@@ -329,3 +329,9 @@ def test_backoff_doubles_and_uses_the_given_sleep(sim: InProcessSimulator) -> No
 def test_api_key_is_not_in_reprs() -> None:
     settings = ModelSettings(api_key="sk-secret-value")
     assert "sk-secret-value" not in repr(settings)
+
+
+def test_redact() -> None:
+    assert llm.redact("key sk-abc***wxyz bad", None) == "key [redacted] bad"
+    assert llm.redact("token hunter2-secret here", "hunter2-secret") == "token [redacted] here"
+    assert llm.redact("short", "abc") == "short"

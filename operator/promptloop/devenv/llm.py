@@ -48,6 +48,10 @@ PORT_FILE = "llm.port"
 LOG_FILE = "llm.log"
 SIMULATOR_API_KEY = "simulator"
 
+# Simulators this process started, kept so that stopping one reaps it (no zombie, no "still
+# running" warning when the Popen object would otherwise be collected).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 @dataclass(frozen=True)
 class SimulatorHandle:
@@ -198,6 +202,7 @@ def start_llm_simulator(
         if url is not None and _healthy(url, timeout=0.5):
             handle = SimulatorHandle(url=url, pid=process.pid, state_dir=state)
             _write_state(handle)
+            _CHILDREN[process.pid] = process
             return handle
         time.sleep(0.05)  # polling a condition, with a deadline
     process.terminate()
@@ -249,9 +254,11 @@ def stop_llm_simulator(
             time.sleep(0.05)  # polling a condition, with a deadline
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
         stopped = True
+    child = _CHILDREN.pop(pid, None) if pid is not None else None
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=deadline_s)
     for name in (PID_FILE, ENV_FILE, PORT_FILE):
         (state / name).unlink(missing_ok=True)
     return stopped

@@ -66,7 +66,8 @@ requests (default: until changed); ``{"reset": true}`` also zeroes the counters.
 variable ``PROMPTLOOP_SIM_MODE`` sets the initial mode. Modes:
 
 - ``normal``: the behaviour above.
-- ``error500``: every chat request answers HTTP 500; ``error429`` answers 429.
+- ``error500``: every chat request answers HTTP 500; ``error429`` answers 429; ``error401``
+  answers 401 with the caller's key echoed masked, as OpenAI does.
 - ``delay``: every chat request waits ``delay_s`` seconds (default 30) before answering normally
   (released at once by the next ``/_control`` call or shutdown).
 - ``no_structured``: requests with a ``json_schema`` response format answer HTTP 400, as servers
@@ -132,6 +133,7 @@ MODES = (
     "normal",
     "error500",
     "error429",
+    "error401",
     "delay",
     "no_structured",
     "malformed",
@@ -606,6 +608,11 @@ class _Handlers:
             return _error(500, "simulated internal error", "server_error")
         if mode == "error429":
             return _error(429, "simulated rate limit", "rate_limit_error")
+        if mode == "error401":
+            # As real servers do, echo the key masked: clients must not print even that.
+            key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            masked = f"{key[:6]}***{key[-4:]}" if len(key) > 10 else "***"
+            return _error(401, f"Incorrect API key provided: {masked}.", "invalid_api_key")
         if mode == "delay":
             release = self.release
             with contextlib.suppress(TimeoutError):

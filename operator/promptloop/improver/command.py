@@ -179,6 +179,9 @@ def build_proposal(
 ) -> PromptProposal:
     """The PromptProposal object, validated by the API model; ``approved`` is never set.
 
+    ``spec.source`` counts the tokens and cost of every request of the run, the evaluation's
+    replays included; ``spec.evidence.examples`` holds the newest five failures sent.
+
     Raises
     ------
     pydantic.ValidationError

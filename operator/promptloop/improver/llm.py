@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -57,6 +57,7 @@ __all__ = [
     "ModelCaller",
     "ModelError",
     "ModelPrice",
+    "ModelRejected",
     "ModelSettings",
     "PriceTable",
     "Proposal",
@@ -69,6 +70,7 @@ __all__ = [
     "estimate_tokens",
     "make_client",
     "propose",
+    "redact",
     "render_request",
 ]
 
@@ -100,6 +102,20 @@ class Proposal(BaseModel):
 
 class ModelError(Exception):
     """The model could not produce a usable proposal (exit code 4)."""
+
+
+class ModelRejected(ModelError):
+    """The server refused a request outright (HTTP 4xx other than 429, or an unusable answer).
+
+    Attributes
+    ----------
+    status
+        The HTTP status, when there was one.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ProposalRefused(ModelError):
@@ -267,7 +283,8 @@ class Budget:
     def cost_text(self) -> str:
         """The spent amount as the decimal string ``PromptProposal.spec.source.costUsd`` takes."""
         with self._lock:
-            return f"{self.spent_usd.quantize(Decimal('0.000001')):f}"
+            # Rounded up: a cost report should never understate what was spent.
+            return f"{self.spent_usd.quantize(Decimal('0.000001'), rounding=ROUND_UP):f}"
 
 
 def estimate_tokens(text: str) -> int:
@@ -434,17 +451,42 @@ class _StructuredUnusable(Exception):
 _T = TypeVar("_T")
 
 
-def _describe(error: BaseException, timeout_s: float) -> str:
+# Anything shaped like an OpenAI-style key: servers echo a masked key in 401 messages.
+_KEY_LIKE = re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_*\-.]{6,}")
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """Remove an API key (and anything shaped like one) from a message.
+
+    Parameters
+    ----------
+    text
+        A message, e.g. a server's error text.
+    secret
+        The configured key, removed verbatim when given.
+
+    Returns
+    -------
+    str
+        The message with keys replaced by ``[redacted]``.
+    """
+    if secret and len(secret) >= 8:
+        text = text.replace(secret, "[redacted]")
+    return _KEY_LIKE.sub("[redacted]", text)
+
+
+def _describe(error: BaseException, timeout_s: float, secret: str | None = None) -> str:
     if isinstance(error, openai.APITimeoutError):
         return f"timed out after {timeout_s:g} s"
     if isinstance(error, openai.APIStatusError):
         message = getattr(error, "message", "") or str(error)
         # The SDK prefixes "Error code: NNN - "; the status is already said.
         message = re.sub(r"^Error code: \d+ - ", "", message)
-        return f"HTTP {error.status_code}: {message[:300]}"
+        hint = "; check OPENAI_API_KEY" if error.status_code in (401, 403) else ""
+        return f"HTTP {error.status_code}: {redact(message, secret)[:300]}{hint}"
     if isinstance(error, openai.APIConnectionError):
-        return f"connection failed: {error}"
-    return f"{type(error).__name__}: {error}"
+        return f"connection failed: {redact(str(error), secret)}"
+    return f"{type(error).__name__}: {redact(str(error), secret)[:300]}"
 
 
 def _is_retryable(error: BaseException) -> bool:
@@ -517,6 +559,9 @@ class ModelCaller:
             self.settings.model, estimate_prompt_tokens(messages), max_completion_tokens
         )
 
+    def _describe(self, error: BaseException) -> str:
+        return _describe(error, self.settings.timeout_s, self.settings.api_key)
+
     def _options(self, max_completion_tokens: int) -> dict[str, Any]:
         options: dict[str, Any] = {"max_completion_tokens": max_completion_tokens}
         if self.settings.temperature is not None:
@@ -544,8 +589,7 @@ class ModelCaller:
                     )
                 raise BudgetExceeded(
                     f"stopped retrying: the budget of ${self.budget.limit_usd} is spent "
-                    f"(${spent}) after {attempt} attempts; last error: "
-                    f"{_describe(last, self.settings.timeout_s)}"
+                    f"(${spent}) after {attempt} attempts; last error: {self._describe(last)}"
                 )
             try:
                 result, usage, content = send()
@@ -560,12 +604,15 @@ class ModelCaller:
                 else:
                     self.budget.charge(0, 0, Decimal(0))
                 if not _is_retryable(error):
-                    raise
+                    status = error.status_code if isinstance(error, openai.APIStatusError) else None
+                    raise ModelRejected(
+                        f"the model request was refused: {self._describe(error)}", status
+                    ) from error
                 last = error
                 if attempt + 1 < attempts:
                     delay = min(self.settings.backoff_s * (2**attempt), _MAX_BACKOFF_S)
                     self.log(
-                        f"model request failed ({_describe(error, self.settings.timeout_s)}); "
+                        f"model request failed ({self._describe(error)}); "
                         f"retry {attempt + 1} of {attempts - 1}"
                     )
                     if delay > 0:
@@ -580,8 +627,7 @@ class ModelCaller:
             return result
         assert last is not None
         raise ModelError(
-            f"the model request failed after {attempts} attempts: "
-            f"{_describe(last, self.settings.timeout_s)}"
+            f"the model request failed after {attempts} attempts: {self._describe(last)}"
         )
 
     def structured(
@@ -591,8 +637,8 @@ class ModelCaller:
 
         Raises
         ------
-        openai.BadRequestError
-            When the server rejects the request (e.g. no structured-output support).
+        ModelRejected
+            When the server rejects the request (400: e.g. no structured-output support).
         _StructuredUnusable
             When the answer does not parse into a :class:`Proposal`.
         """
@@ -618,9 +664,11 @@ class ModelCaller:
                 f"the answer was cut at {max_completion_tokens} tokens; raise "
                 "--max-completion-tokens"
             ) from error
+        except openai.ContentFilterFinishReasonError as error:
+            raise ModelError("the answer was withheld by the server's content filter") from error
         except pydantic.ValidationError as error:
             raise _StructuredUnusable(_problem(error)) from error
-        except ValueError as error:
+        except Exception as error:  # any other shape the SDK cannot parse: try JSON mode
             raise _StructuredUnusable(_first_line(error)) from error
         if not completion.choices:
             raise _StructuredUnusable("the answer has no choices")
@@ -775,11 +823,10 @@ def propose(
     limit = caller.settings.max_completion_tokens
     try:
         answer = caller.structured(request.messages, limit)
-    except openai.BadRequestError as error:
-        caller.log(
-            f"the server rejected structured output ({_describe(error, 0)}); "
-            "falling back to JSON mode"
-        )
+    except ModelRejected as error:
+        if error.status != 400:
+            raise
+        caller.log(f"the server rejected structured output ({error}); falling back to JSON mode")
     except _StructuredUnusable as error:
         caller.log(f"the structured answer did not parse ({error}); falling back to JSON mode")
     else:
@@ -796,12 +843,10 @@ def propose(
     for attempt in range(2):
         try:
             answer = caller.chat(messages, limit, response_format="json_object")
-        except openai.BadRequestError as error:
-            raise ModelError(
-                f"the server rejected JSON mode too ({_describe(error, 0)})"
-            ) from error
-        except openai.APIStatusError as error:
-            raise ModelError(f"the model request failed: {_describe(error, 0)}") from error
+        except ModelRejected as error:
+            if error.status == 400:
+                raise ModelError(f"the server rejected JSON mode too ({error})") from error
+            raise
         if answer.refusal:
             raise ModelError(f"the model refused: {answer.refusal[:300]}")
         if answer.finish_reason == "length":
