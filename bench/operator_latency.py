@@ -1,0 +1,404 @@
+"""``make bench``: latency and scale figures of the operator on the real local stack.
+
+Prints, from the local control plane, the AgentField stand-in and the operator running under its
+ServiceAccount (the same harness the integration tests use):
+
+1. proposal applied -> its ConfigMap and Deployment present (p50/p99 over N proposals);
+2. approval (``spec.approved: true``) -> the ceiling weight written to AgentField (p50/p99 over N
+   approvals), measured by polling the connector's read-back;
+3. many rollouts ticking in one operator: tick lateness p50/p99 (from the operator's own
+   ``promptloop_tick_lateness_seconds`` histogram) and resident memory.
+
+Figures, not asserts: the goals (p99 < 2 s, < 1 s; lateness p99 < 2 s, RSS < 300 MB) are printed
+beside them. Writes ``bench/results/operator.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]
+
+import yaml  # noqa: E402
+from kubernetes import client, config  # noqa: E402
+
+from promptloop.devenv import cluster  # noqa: E402
+from promptloop.devenv.agentfield import start_agentfield, stop_agentfield  # noqa: E402
+from tests.conftest import KubeCluster  # noqa: E402
+from tests.integration.harness import AgentSim, OperatorProcess, free_port, wait_for  # noqa: E402
+
+GROUP, VERSION = "promptloop.dev", "v1alpha1"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def operator_kubeconfig(kube: KubeCluster, directory: Path) -> Path:
+    """A kubeconfig for the operator's ServiceAccount (as the integration tests build it)."""
+    import base64
+
+    kube.kubectl("apply", "-f", str(ROOT / "manifests/base/namespace.yaml"))
+    kube.kubectl("apply", "-f", str(ROOT / "manifests/base/rbac.yaml"))
+    token = kube.kubectl(
+        "create", "token", "promptloop-operator", "-n", "promptloop-system", "--duration=2h"
+    ).stdout.strip()
+    admin = json.loads(kube.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    cluster_entry = admin["clusters"][0]["cluster"]
+    ca = (
+        cluster_entry.get("certificate-authority-data")
+        or base64.b64encode(Path(cluster_entry["certificate-authority"]).read_bytes()).decode()
+    )
+    path = directory / "operator-kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {
+                            "server": cluster_entry["server"],
+                            "certificate-authority-data": ca,
+                        },
+                    }
+                ],
+                "users": [{"name": "o", "user": {"token": token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "o"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return path
+
+
+def rollout_manifest(
+    name: str, node_id: str, url: str, metrics_url: str, interval: str, min_samples: int
+) -> dict[str, Any]:
+    """An AgentRollout for the bench."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AgentRollout",
+        "metadata": {"name": name},
+        "spec": {
+            "agent": {"nodeId": node_id},
+            "stable": {"version": "2.0.0", "deploymentName": "classifier"},
+            "router": {
+                "agentfield": {
+                    "url": url,
+                    "tokenSecretRef": {"name": "agentfield-connector", "key": "token"},
+                }
+            },
+            "metrics": {"http": {"url": metrics_url}},
+            "canary": {
+                "initialWeight": 10,
+                "maxStep": 20,
+                "ceiling": 50,
+                "interval": interval,
+                "minSamples": min_samples,
+                "progressDeadline": "120s",
+            },
+        },
+    }
+
+
+def latency_bench(kube: KubeCluster, work: Path, count: int) -> dict[str, Any]:
+    """Proposal -> children, and approval -> ceiling weight, over ``count`` rollouts."""
+    namespace = f"bench-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", namespace)
+    handle = start_agentfield(work / "agentfield")
+    sims: list[AgentSim] = []
+    operator = OperatorProcess(
+        kubeconfig=operator_kubeconfig(kube, work),
+        namespace=namespace,
+        log_path=work / "operator.log",
+    )
+    config.load_kube_config(str(kube.kubeconfig))
+    custom, core, apps = client.CustomObjectsApi(), client.CoreV1Api(), client.AppsV1Api()
+    try:
+        kube.kubectl(
+            "apply",
+            "-n",
+            namespace,
+            "-f",
+            str(ROOT / "examples/samples/classifier-deployment.yaml"),
+        )
+        core.create_namespaced_secret(
+            namespace,
+            {"metadata": {"name": "agentfield-connector"}, "stringData": {"token": handle.token}},
+        )
+        for index in range(count):
+            sim = AgentSim(
+                handle.url, handle.token, f"bench-{index}-{uuid.uuid4().hex[:4]}", tick_seconds=0.2
+            )
+            sim.register("2.0.0", 0.3)
+            sims.append(sim)
+            custom.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "agentrollouts",
+                rollout_manifest(f"r{index}", sim.node_id, handle.url, sim.metrics_url, "1s", 30),
+            )
+        operator.start()
+        print(f"  {count} rollouts, operator up; filing proposals", flush=True)
+        render: list[float] = []
+        for index, sim in enumerate(sims):
+            started = time.monotonic()
+            custom.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "promptproposals",
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "PromptProposal",
+                    "metadata": {"name": f"p{index}"},
+                    "spec": {
+                        "rolloutRef": {"name": f"r{index}"},
+                        "version": "2.1.0",
+                        "systemPrompt": f"Classify carefully, variant {index}. One word.",
+                    },
+                },
+            )
+            deployment = f"r{index}-v2-1-0"
+
+            def children_present(deployment: str = deployment) -> bool:
+                try:
+                    apps.read_namespaced_deployment(deployment, namespace)
+                except client.ApiException:
+                    return False
+                maps = core.list_namespaced_config_map(
+                    namespace, label_selector=(f"promptloop.dev/rollout=r{index}")
+                ).items
+                return bool(maps)
+
+            wait_for(children_present, timeout=30, what=f"children of p{index}", interval=0.01)
+            render.append(time.monotonic() - started)
+            sim.register("2.1.0", 0.02)
+        print("  waiting for every canary to hold for approval", flush=True)
+        for index in range(count):
+            wait_for(
+                lambda i=index: (
+                    custom.get_namespaced_custom_object(  # type: ignore[misc]
+                        GROUP, VERSION, namespace, "promptproposals", f"p{i}"
+                    )
+                    .get("status", {})
+                    .get("phase")
+                    == "AwaitingApproval"
+                ),
+                timeout=180,
+                what=f"p{index} awaiting approval",
+                interval=0.2,
+            )
+        approval: list[float] = []
+        for index, sim in enumerate(sims):
+            started = time.monotonic()
+            custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "promptproposals",
+                f"p{index}",
+                {"spec": {"approved": True}},
+            )
+            wait_for(
+                lambda s=sim: s.weights().get("2.1.0") == 5000,
+                timeout=30,  # type: ignore[misc]
+                what=f"ceiling weight of r{index}",
+                interval=0.005,
+            )
+            approval.append(time.monotonic() - started)
+        return {"proposal_to_children_s": render, "approval_to_ceiling_s": approval}
+    finally:
+        operator.stop()
+        for sim in sims:
+            sim.close()
+        stop_agentfield(handle)
+        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _histogram(metrics_text: str, name: str) -> list[tuple[float, float]]:
+    buckets = []
+    for line in metrics_text.splitlines():
+        if line.startswith(f"{name}_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+    return buckets
+
+
+def _bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    total = buckets[-1][1]
+    target = total * q
+    previous_bound, previous_count = 0.0, 0.0
+    for bound, cumulative in buckets:
+        if cumulative >= target:
+            if bound == float("inf"):
+                return previous_bound
+            span = cumulative - previous_count
+            fraction = (target - previous_count) / span if span else 0
+            return previous_bound + (bound - previous_bound) * fraction
+        previous_bound, previous_count = bound, cumulative
+    return previous_bound
+
+
+def scale_bench(kube: KubeCluster, work: Path, count: int, seconds: float) -> dict[str, Any]:
+    """``count`` rollouts ticking every 10 s in one operator: lateness and memory."""
+    namespace = f"scale-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", namespace)
+    handle = start_agentfield(work / "agentfield-scale")
+    metrics_port = free_port()
+    operator = OperatorProcess(
+        kubeconfig=operator_kubeconfig(kube, work),
+        namespace=namespace,
+        log_path=work / "operator-scale.log",
+    )
+    config.load_kube_config(str(kube.kubeconfig))
+    custom, core = client.CustomObjectsApi(), client.CoreV1Api()
+    sim = AgentSim(handle.url, handle.token, "scale-metrics", tick_seconds=1.0)
+    try:
+        kube.kubectl(
+            "apply",
+            "-n",
+            namespace,
+            "-f",
+            str(ROOT / "examples/samples/classifier-deployment.yaml"),
+        )
+        core.create_namespaced_secret(
+            namespace,
+            {"metadata": {"name": "agentfield-connector"}, "stringData": {"token": handle.token}},
+        )
+        for index in range(count):
+            node = f"scale-{index}"
+            urllib.request.urlopen(
+                urllib.request.Request(
+                    f"{handle.url}/api/v1/nodes/register",
+                    method="POST",
+                    data=json.dumps(
+                        {"id": node, "version": "2.0.0", "base_url": "http://127.0.0.1:1"}
+                    ).encode(),
+                    headers={"Content-Type": "application/json"},
+                ),
+                timeout=5,
+            ).close()
+            custom.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "agentrollouts",
+                rollout_manifest(f"s{index}", node, handle.url, sim.metrics_url, "10s", 50),
+            )
+        # The harness picks the metrics port itself; read it back from the command line.
+        operator.start()
+        assert operator.proc is not None
+        args = Path(f"/proc/{operator.proc.pid}/cmdline").read_bytes().split(b"\0")
+        metrics_port = int(args[args.index(b"--metrics-port") + 1])
+        print(f"  {count} rollouts ticking every 10s; measuring for {seconds:.0f}s", flush=True)
+        time.sleep(seconds)  # a benchmark window, not a stand-in for a condition
+        metrics = (
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+            .read()
+            .decode()
+        )
+        lateness = _histogram(metrics, "promptloop_tick_lateness_seconds")
+        passes = _histogram(metrics, "promptloop_reconcile_seconds")
+        rss_kb = int(
+            next(
+                line.split()[1]
+                for line in Path(f"/proc/{operator.proc.pid}/status").read_text().splitlines()
+                if line.startswith("VmRSS")
+            )
+        )
+        return {
+            "rollouts": count,
+            "ticks": lateness[-1][1] if lateness else 0,
+            "tick_lateness_p50_s": _bucket_quantile(lateness, 0.5) if lateness else None,
+            "tick_lateness_p99_s": _bucket_quantile(lateness, 0.99) if lateness else None,
+            "pass_p50_s": _bucket_quantile(passes, 0.5) if passes else None,
+            "pass_p99_s": _bucket_quantile(passes, 0.99) if passes else None,
+            "rss_mb": rss_kb / 1024,
+        }
+    finally:
+        operator.stop()
+        sim.close()
+        stop_agentfield(handle)
+        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def main() -> int:
+    """Run the benches and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=20, help="proposals/approvals to time")
+    parser.add_argument("--rollouts", type=int, default=200, help="rollouts in the scale run")
+    parser.add_argument("--seconds", type=float, default=60, help="length of the scale run")
+    args = parser.parse_args()
+    cluster.build()
+    state = cluster.up()
+    kube = KubeCluster(state.kubeconfig)
+    kube.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        *[a for p in sorted((ROOT / "crds").glob("promptloop.dev_*.yaml")) for a in ("-f", str(p))],
+    )
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"latency: {args.count} proposals and approvals", flush=True)
+        latency = latency_bench(kube, Path(tmp), args.count)
+        print(f"scale: {args.rollouts} rollouts", flush=True)
+        results["scale"] = scale_bench(kube, Path(tmp), args.rollouts, args.seconds)
+    for key, goal in (("proposal_to_children_s", 2.0), ("approval_to_ceiling_s", 1.0)):
+        values = latency[key]
+        results[key] = {
+            "n": len(values),
+            "p50": percentile(values, 50),
+            "p99": percentile(values, 99),
+            "max": max(values),
+            "mean": statistics.fmean(values),
+            "goal_p99": goal,
+        }
+    print()
+    print(f"{'figure':<34}{'p50':>9}{'p99':>9}{'goal':>10}")
+    for key, label in (
+        ("proposal_to_children_s", "proposal -> ConfigMap+Deployment"),
+        ("approval_to_ceiling_s", "approval -> ceiling weight"),
+    ):
+        entry = results[key]
+        print(
+            f"{label:<34}{entry['p50']:>8.3f}s{entry['p99']:>8.3f}s{'< ' + str(entry['goal_p99']) + 's':>10}"
+        )
+    scale = results["scale"]
+    print(
+        f"{'tick lateness (' + str(scale['rollouts']) + ' rollouts)':<34}"
+        f"{scale['tick_lateness_p50_s']:>8.3f}s{scale['tick_lateness_p99_s']:>8.3f}s{'< 2s':>10}"
+    )
+    print(f"{'reconcile pass':<34}{scale['pass_p50_s']:>8.3f}s{scale['pass_p99_s']:>8.3f}s")
+    print(f"{'operator resident memory':<34}{scale['rss_mb']:>8.0f}MB{'':>9}{'< 300MB':>10}")
+    print(f"ticks observed: {scale['ticks']:.0f}")
+    out = ROOT / "bench" / "results" / "operator.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
