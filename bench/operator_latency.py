@@ -31,11 +31,11 @@ sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]
 
 import yaml  # noqa: E402
 from kubernetes import client, config  # noqa: E402
+from tests.conftest import KubeCluster  # noqa: E402
+from tests.integration.harness import AgentSim, OperatorProcess, free_port, wait_for  # noqa: E402
 
 from promptloop.devenv import cluster  # noqa: E402
 from promptloop.devenv.agentfield import start_agentfield, stop_agentfield  # noqa: E402
-from tests.conftest import KubeCluster  # noqa: E402
-from tests.integration.harness import AgentSim, OperatorProcess, free_port, wait_for  # noqa: E402
 
 GROUP, VERSION = "promptloop.dev", "v1alpha1"
 
@@ -181,7 +181,7 @@ def latency_bench(kube: KubeCluster, work: Path, count: int) -> dict[str, Any]:
             )
             deployment = f"r{index}-v2-1-0"
 
-            def children_present(deployment: str = deployment) -> bool:
+            def children_present(deployment: str = deployment, index: int = index) -> bool:
                 try:
                     apps.read_namespaced_deployment(deployment, namespace)
                 except client.ApiException:
@@ -382,9 +382,8 @@ def main() -> int:
         ("approval_to_ceiling_s", "approval -> ceiling weight"),
     ):
         entry = results[key]
-        print(
-            f"{label:<34}{entry['p50']:>8.3f}s{entry['p99']:>8.3f}s{'< ' + str(entry['goal_p99']) + 's':>10}"
-        )
+        goal = f"< {entry['goal_p99']}s"
+        print(f"{label:<34}{entry['p50']:>8.3f}s{entry['p99']:>8.3f}s{goal:>10}")
     scale = results["scale"]
     print(
         f"{'tick lateness (' + str(scale['rollouts']) + ' rollouts)':<34}"
