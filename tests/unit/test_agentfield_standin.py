@@ -169,7 +169,7 @@ async def test_new_registration_starts_unknown_and_starting(http: httpx.AsyncCli
 async def test_registration_validates_id_and_callback_url(http: httpx.AsyncClient) -> None:
     """``id`` is ``validate:"required"`` (types.go:159) → 400 "Validation failed: ..."
     (nodes_register.go:370-374); a base_url that is not http(s) → 400 "Invalid callback URL"
-    (nodes_register.go:37-64, 431-440)."""
+    (nodes_register.go:37-64, 437-447)."""
     missing = await http.post("/api/v1/nodes/register", json={"version": "1.0.0"})
     assert missing.status_code == 400
     assert missing.json()["error"].startswith("Validation failed:")
@@ -306,7 +306,7 @@ async def test_reregistration_keeps_registered_at_order(http: httpx.AsyncClient)
 
 
 async def test_versions_of_an_unknown_node_is_404(http: httpx.AsyncClient) -> None:
-    """No rows → 404 ``{"error":"agent not found"}`` (connector/handlers.go:404-407)."""
+    """No rows → 404 ``{"error":"agent not found"}`` (connector/handlers.go:404-409)."""
     response = await versions(http, "nobody")
     assert response.status_code == 404
     assert response.json() == {"error": "agent not found"}
@@ -548,7 +548,7 @@ async def test_unscoped_set_in_a_workflow_lands_in_workflow_scope(http: httpx.As
         "code": 404,
         "details": "memory with key 'counter' not found in scope 'global' for ID 'global'",
     }
-    # get without a scope searches workflow → session → actor → global (memory.go:270-292).
+    # get without a scope searches workflow → session → actor → global (memory.go:272-292).
     found = await http.post(
         "/api/v1/memory/get", json={"key": "counter"}, headers={"X-Workflow-ID": "run-1"}
     )
@@ -676,7 +676,7 @@ async def test_execute_ignores_weights_and_calls_the_smallest_version(
 async def test_execute_error_mapping(http: httpx.AsyncClient) -> None:
     """Agent 5xx → 502 with error_details, 4xx passed through (writeExecutionError,
     execute.go:1966-1989); unknown node → 400 ``agent '<id>' not found`` with error_category
-    internal_error (execute.go:1052, 1996-2015; execution_guards.go:132); a target that is not
+    internal_error (execute.go:1052, 2006-2016; execution_guards.go:132); a target that is not
     ``a.b`` → 400 (parseTarget, execute.go:1512-1524); unknown reasoner → 400 (:1526-1538)."""
     runners = []
     try:
@@ -713,7 +713,7 @@ async def test_execute_error_mapping(http: httpx.AsyncClient) -> None:
 
 async def test_execute_unreachable_and_timeout_are_504(http: httpx.AsyncClient) -> None:
     """A refused connection → 504 agent_unreachable; no answer within the agent-call timeout →
-    504 agent_timeout (classifyRawError + writeExecutionError, execute.go:2005-2015,
+    504 agent_timeout (classifyRawError + writeExecutionError, execute.go:2006-2016,
     2056-2082)."""
     await register(http, "1.0.0", base_url="http://127.0.0.1:1")
     unreachable = await http.post("/api/v1/execute/classifier.classify", json={"input": {}})
@@ -763,7 +763,7 @@ async def test_execute_waits_for_the_sdk_status_callback(
 ) -> None:
     """The SDK answers 202 when X-Execution-ID is set and later POSTs the outcome to
     ``/api/v1/executions/{id}/status`` (SDK agent.py:2296-2319, 3071-3077); the control plane
-    waits for it and answers the caller then (handleSync :234-315, handleStatusUpdate
+    waits for it and answers the caller then (handleSync :238-315, handleStatusUpdate
     :474-637); GET /api/v1/executions/:id renders the record (renderStatus :1754-1782)."""
     outcome = {"status": "succeeded", "result": {"label": "billing"}, "duration_ms": 12}
     url, runner = await serve_app(async_agent_app(standin.url, outcome))
@@ -787,7 +787,7 @@ async def test_execute_waits_for_the_sdk_status_callback(
 
 async def test_failed_callback_is_502(standin: RunningStandin, http: httpx.AsyncClient) -> None:
     """A "failed" outcome answers 502 with error_message and the result as error_details
-    (handleSync :272-294); the status is normalized ("error" → "failed", status.go:36-74)."""
+    (handleSync :276-294); the status is normalized ("error" → "failed", status.go:36-74)."""
     outcome = {"status": "error", "error": "model refused", "result": {"why": "x"}}
     url, runner = await serve_app(async_agent_app(standin.url, outcome))
     try:
@@ -803,7 +803,7 @@ async def test_failed_callback_is_502(standin: RunningStandin, http: httpx.Async
 
 async def test_status_callback_validation(http: httpx.AsyncClient) -> None:
     """``result`` binds into a JSON object only, ``status`` must normalize to a known one
-    (handleStatusUpdate :482-492), an unknown execution is a storage error (500, :589-592)."""
+    (handleStatusUpdate :482-492), an unknown execution is a storage error (500, :602-605)."""
     unknown = await http.post("/api/v1/executions/nope/status", json={"status": "succeeded"})
     assert unknown.status_code == 500
     bogus = await http.post("/api/v1/executions/nope/status", json={"status": "bogus"})
@@ -816,7 +816,7 @@ async def test_status_callback_validation(http: httpx.AsyncClient) -> None:
 
 async def test_missing_callback_times_out_as_400(http: httpx.AsyncClient) -> None:
     """Without a callback the wait ends at the agent-call timeout with "execution timeout
-    after ...", which writeExecutionError classifies as internal → 400 (:902-908, 1996-2015)."""
+    after ...", which writeExecutionError classifies as internal → 400 (:895-902, 2006-2016)."""
     quick = await start_standin(connector_token=TOKEN, agent_call_timeout=0.2)
     url, runner = await serve_app(async_agent_app(quick.url, None))
     try:

@@ -91,7 +91,7 @@ log = logging.getLogger("promptloop.devenv.agentfield_standin")
 # (storage/local.go:943, SetMemory :3976-3980).
 MEMORY_SCOPES = frozenset({"workflow", "session", "actor", "reasoner", "global"})
 
-# Heartbeat statuses the control plane accepts (handlers/nodes_heartbeat.go:200-205).
+# Heartbeat statuses the control plane accepts (handlers/nodes_heartbeat.go:190-195).
 _HEARTBEAT_STATUSES = frozenset({"starting", "ready", "degraded", "offline"})
 
 # lifecycle -> unified state (services/status_manager.go:479-491), state -> legacy health_status
@@ -286,7 +286,7 @@ class ExecutionRecord:
         self.done.set()
 
     def render(self) -> dict[str, Any]:
-        """``ExecutionStatusResponse`` (handlers/execute.go:88-106, renderStatus :1754-1782)."""
+        """``ExecutionStatusResponse`` (handlers/execute.go:89-106, renderStatus :1754-1782)."""
         body: dict[str, Any] = {
             "execution_id": self.execution_id,
             "run_id": self.run_id,
@@ -737,10 +737,10 @@ async def _register(request: web.Request) -> web.StreamResponse:
         )
 
     # The stand-in does not probe callback candidates: the submitted base_url is the resolved
-    # one (the real handler may pick another candidate, nodes_register.go:396-428).
+    # one (the real handler may pick another candidate, nodes_register.go:402-435).
     submitted = body.get("callback_discovery")
     discovery: dict[str, Any] = dict(submitted) if isinstance(submitted, dict) else {}
-    discovery.setdefault("mode", "auto")
+    # Empty fields get the handler's defaults (nodes_register.go:449-476).
     if not discovery.get("mode"):
         discovery["mode"] = "auto"
     if not discovery.get("preferred"):
@@ -1371,7 +1371,7 @@ async def _execute(request: web.Request) -> web.StreamResponse:
     if status == 202:
         # The Python SDK acknowledges with 202 whenever X-Execution-ID is set and reports the
         # outcome later to POST /api/v1/executions/{id}/status (SDK agent.py:2296-2319, 3071);
-        # the control plane waits for that callback (handleSync :234-315,
+        # the control plane waits for that callback (handleSync :238-315,
         # waitForExecutionCompletion :858-933).
         try:
             await asyncio.wait_for(record.done.wait(), timeout=config.agent_call_timeout)
@@ -1400,7 +1400,7 @@ async def _execute(request: web.Request) -> web.StreamResponse:
 
     elapsed_ms = int((time.monotonic() - started) * 1000)
     if status >= 400:
-        # callAgent :1281-1287 and writeExecutionError :1966-1989.
+        # callAgent :1293-1299 and writeExecutionError :1966-1989.
         text = raw.decode(errors="replace")
         truncated = text if len(raw) <= 1024 else raw[:1024].decode(errors="replace") + "..."
         parsed: Any = None
