@@ -76,7 +76,8 @@ variable ``PROMPTLOOP_SIM_MODE`` sets the initial mode. Modes:
   answered with non-JSON text, JSON without ``revised_system_prompt``, an empty prompt, or the
   current prompt unchanged. Classifier requests are unaffected.
 
-``GET /_control`` returns ``{"mode", "requests", "chat_requests", "by_role", "by_format"}``.
+``GET /_control`` returns ``{"mode", "requests", "chat_requests", "by_role", "by_format"}``
+(``requests`` counts every API request, ``/health`` and ``/_control`` aside).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import os
@@ -312,6 +314,7 @@ def _names(sentence: str, stem: str) -> bool:
     return re.search(r"\b" + re.escape(stem.lower()), sentence) is not None
 
 
+@functools.lru_cache(maxsize=256)  # a run classifies many tickets under few prompts
 def enabled_rules(prompt: str) -> tuple[Rule, ...]:
     """The rules a system prompt enables.
 
@@ -544,6 +547,8 @@ class _Handlers:
         )
 
     async def models(self, _request: web.Request) -> web.Response:
+        with self.state.lock:
+            self.state.requests += 1
         model = {"id": SIMULATOR_MODEL, "object": "model", "created": 0, "owned_by": "promptloop"}
         return web.json_response({"object": "list", "data": [model]})
 
