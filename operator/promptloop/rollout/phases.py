@@ -7,7 +7,7 @@ attempted rather than a state users discover later.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 from promptloop.api import (
@@ -100,6 +100,8 @@ def rollout_transition(current: RolloutPhase | None, target: RolloutPhase) -> Ro
 
 def iso(moment: datetime) -> str:
     """RFC 3339 in UTC with a Z, as Kubernetes writes times."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
