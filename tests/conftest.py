@@ -77,8 +77,11 @@ def kube() -> Iterator[KubeCluster]:
         state = cluster.up()
         kubeconfig, started = state.kubeconfig, True
     kube_cluster = KubeCluster(kubeconfig)
-    crds = [arg for path in sorted((ROOT / "crds").glob("promptloop.dev_*.yaml"))
-            for arg in ("-f", str(path))]
+    crds = [
+        arg
+        for path in sorted((ROOT / "crds").glob("promptloop.dev_*.yaml"))
+        for arg in ("-f", str(path))
+    ]
     kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", *crds)
     kube_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *crds)
     yield kube_cluster

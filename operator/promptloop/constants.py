@@ -7,24 +7,24 @@ from the first release, so that no migration is ever needed to take them over fr
 from typing import Final
 
 __all__ = [
+    "AGENTFIELD_WEIGHT_SCALE",
     "API_VERSION",
+    "DEFAULT_PROMPT_ENV",
     "DOMAIN",
-    "GROUP",
-    "VERSION",
     "FINALIZER",
-    "LABEL_VERSION",
+    "GROUP",
+    "LABEL_MANAGED_BY",
     "LABEL_PROPOSAL",
     "LABEL_ROLLOUT",
-    "LABEL_MANAGED_BY",
+    "LABEL_VERSION",
     "MANAGED_BY",
-    "ROLLOUT_PLURAL",
+    "MAX_PROMPT_BYTES",
+    "PROMPT_CONFIGMAP_KEY",
+    "PROPOSAL_KIND",
     "PROPOSAL_PLURAL",
     "ROLLOUT_KIND",
-    "PROPOSAL_KIND",
-    "MAX_PROMPT_BYTES",
-    "AGENTFIELD_WEIGHT_SCALE",
-    "DEFAULT_PROMPT_ENV",
-    "PROMPT_CONFIGMAP_KEY",
+    "ROLLOUT_PLURAL",
+    "VERSION",
 ]
 
 DOMAIN: Final = "promptloop.dev"

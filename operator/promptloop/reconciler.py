@@ -581,6 +581,7 @@ class Reconciler:
             node_id=rollout.spec.agent.node_id,
             router_url=rollout.spec.router.agentfield.url if rollout.spec.router.agentfield else "",
             client=self.http,
+            api_key=await self._metrics_api_key(rollout),
         )
         try:
             stable_raw, canary_raw = await asyncio.gather(
@@ -678,6 +679,20 @@ class Reconciler:
         )
         self._take(state, proposal, outcome)
         return outcome
+
+    async def _metrics_api_key(self, rollout: AgentRollout) -> str | None:
+        """AgentField's API key for the memory provider, when the rollout names one."""
+        memory = rollout.spec.metrics.agentfield_memory
+        if memory is None or memory.api_key_secret_ref is None:
+            return None
+        ref = memory.api_key_secret_ref
+        try:
+            return await self.kube.get_secret_value(
+                rollout.metadata.namespace or "default", ref.name, ref.key
+            )
+        except KubeError:
+            # The provider then answers 401/403 as MetricsUnavailable: the rollout holds.
+            return None
 
     def _hold(
         self, state: _Pass, proposal: PromptProposal, reason: str, now: datetime
