@@ -8,7 +8,12 @@ since the last step with the share it set, and holds when the canary gets none o
 The check is a one-sided binomial z-test on the requests since the weight was last changed: with
 ``n`` requests and an expected canary share ``p``, the canary's count ``k`` is implausibly low when
 ``(k - n p) / sqrt(n p (1 - p)) < -Z``. ``Z`` is deliberately large (4): a false alarm holds a
-healthy rollout, so only gross mismatches — the router ignoring weights — are flagged.
+healthy rollout, so only gross mismatches — the router ignoring weights — are flagged. For the
+same reason a share of at least ``GROSS_FRACTION`` of the weight is never flagged: with many
+requests, or a weight near 100 where ``p (1 - p)`` is tiny, the z-test alone would call a small
+bias significant (the router's minimum shares, requests in flight across a step) and hold a
+canary at 100% forever over one stray request to the stable version. Zero canary requests are
+judged by the same test: at a small weight with few requests, none is the likely outcome.
 """
 
 from __future__ import annotations
@@ -17,11 +22,20 @@ import enum
 import math
 from dataclasses import dataclass
 
-__all__ = ["MIN_REQUESTS", "Z_THRESHOLD", "TrafficCheck", "TrafficVerdict", "verify_traffic"]
+__all__ = [
+    "GROSS_FRACTION",
+    "MIN_REQUESTS",
+    "Z_THRESHOLD",
+    "TrafficCheck",
+    "TrafficVerdict",
+    "verify_traffic",
+]
 
 Z_THRESHOLD = 4.0
 # Below this many requests since the step there is too little traffic to say anything.
 MIN_REQUESTS = 20
+# An observed canary share at least this fraction of its weight is never "not honoured".
+GROSS_FRACTION = 0.5
 
 
 class TrafficVerdict(enum.StrEnum):
@@ -71,7 +85,7 @@ def verify_traffic(*, canary_requests: int, stable_requests: int, weight: int) -
     observed = 100.0 * canary_requests / total
     p = min(weight, 99.999) / 100.0
     z = (canary_requests - total * p) / math.sqrt(total * p * (1 - p))
-    if canary_requests == 0 or z < -Z_THRESHOLD:
+    if z < -Z_THRESHOLD and observed < GROSS_FRACTION * weight:
         return TrafficCheck(
             TrafficVerdict.NOT_HONOURED,
             observed,
