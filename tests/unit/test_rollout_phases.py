@@ -3,9 +3,12 @@ goes through."""
 
 from __future__ import annotations
 
+import enum
 import itertools
 from collections import deque
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -32,8 +35,9 @@ NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)
 
 
-def _reachable(table: dict, start: object) -> set:
-    seen, todo = {start}, deque([start])
+def _reachable(table: Mapping[Any, frozenset[Any]], start: Any) -> set[Any]:
+    seen: set[Any] = {start}
+    todo = deque([start])
     while todo:
         for nxt in table[todo.popleft()]:
             if nxt not in seen:
@@ -50,7 +54,9 @@ def _reachable(table: dict, start: object) -> set:
     [(ROLLOUT_TRANSITIONS, RolloutPhase), (PROPOSAL_TRANSITIONS, ProposalPhase)],
     ids=["rollout", "proposal"],
 )
-def test_every_phase_has_a_row_and_is_reachable_from_nothing(table: dict, phases: type) -> None:
+def test_every_phase_has_a_row_and_is_reachable_from_nothing(
+    table: Mapping[Any, frozenset[Any]], phases: type[enum.Enum]
+) -> None:
     assert set(table) == {None, *phases}
     assert _reachable(table, None) == {None, *phases}
     # No row leads back to "no phase at all".
