@@ -172,15 +172,32 @@ class Reconciler:
         original_proposals = {p.metadata.name: p.status for p in proposals}
         state.status.observed_generation = rollout.metadata.generation
 
-        token = await self._token(rollout)
+        token = await self._token(state)
         stable_deployment: dict[str, Any] | None = None
         if token is not None:
             stable_deployment = await self._stable_deployment(state)
+        stable_prompt: str | None = None
+        if stable_deployment is not None:
+            try:
+                stable_prompt = await self._stable_prompt(namespace, stable_deployment, rollout)
+            except RenderError as error:
+                self._invalidate(
+                    state.status,
+                    f"cannot read the stable Deployment's prompt: {error}",
+                    reason="StableDeploymentUnusable",
+                )
+                stable_deployment = None
         if token is None or stable_deployment is None:
+            self._hold_unstarted_proposals(state, state.status.message or "")
             await self._commit(state, original, original_proposals, raw, now)
             return
+        if state.status.phase is RolloutPhase.INVALID:
+            # What made the rollout invalid is fixed (the Secret or Deployment appeared).
+            state.status.phase = (
+                RolloutPhase.PROGRESSING if state.status.canary else RolloutPhase.STABLE
+            )
+            state.status.message = "recovered: the missing object is present"
 
-        stable_prompt = await self._stable_prompt(namespace, stable_deployment, rollout)
         active = self._select_active(state, stable_prompt, now)
         router = self._router(rollout, token)
         challenger_scale_to_zero: str | None = None
@@ -194,15 +211,13 @@ class Reconciler:
             if state.status.canary is None:
                 await self._render(state, active, stable_deployment, now)
             else:
+                deployment = state.status.canary.deployment
                 outcome = await self._advance(state, active, router, now, cause=cause)
                 if outcome is not None and outcome.scale_challenger_to_zero:
-                    challenger_scale_to_zero = (
-                        outcome.proposal and active.status.deployment_name
-                    ) or None
+                    challenger_scale_to_zero = deployment
         elif state.status.canary is None and state.status.phase in (
             None,
             RolloutPhase.PENDING,
-            RolloutPhase.INVALID,
         ):
             state.status.phase = RolloutPhase.STABLE
             state.status.message = f"{state.status.stable_version} serves all traffic"
@@ -217,7 +232,8 @@ class Reconciler:
     # ------------------------------------------------------------------------------------
     # Rollout-level checks
 
-    async def _token(self, rollout: AgentRollout) -> str | None:
+    async def _token(self, state: _Pass) -> str | None:
+        rollout = state.rollout
         agentfield = rollout.spec.router.agentfield
         assert agentfield is not None  # exactly one router, checked at admission
         ref = agentfield.token_secret_ref
@@ -230,9 +246,27 @@ class Reconciler:
             reason = f"Secret {ref.name} has no key {ref.key} (or does not exist)"
         if token is None:
             self._invalidate(
-                rollout.status, f"cannot read the connector token: {reason}", reason="MissingSecret"
+                state.status,
+                f"cannot read the connector token: {reason}",
+                reason="MissingSecret",
             )
         return token
+
+    def _hold_unstarted_proposals(self, state: _Pass, message: str) -> None:
+        """Proposals not yet rendered cannot start while the rollout is invalid: say why."""
+        for proposal in state.proposals:
+            if proposal.status.phase not in (None, ProposalPhase.PENDING, ProposalPhase.INVALID):
+                continue
+            text = f"the rollout is invalid: {message}"
+            if proposal.status.message == text:
+                continue
+            updated = proposal.status.model_copy(deep=True)
+            updated.phase = ProposalPhase.INVALID
+            updated.message = text
+            state.proposal_status[proposal.metadata.name] = updated
+            state.notices.append(
+                (self._proposal_ref(proposal), plan.Notice(True, "Invalid", text, True))
+            )
 
     def _invalidate(self, status: AgentRolloutStatus, message: str, *, reason: str) -> None:
         status.phase = RolloutPhase.INVALID
@@ -849,7 +883,16 @@ class Reconciler:
         name = state.rollout.metadata.name
         if state.status.model_dump() != original.model_dump():
             await self._write_rollout_status(namespace, name, state.status)
-            if state.status.phase != original.phase:
+            # Phases the plan functions do not announce themselves.
+            if (
+                state.status.phase != original.phase
+                and state.status.phase
+                in (
+                    RolloutPhase.INVALID,
+                    RolloutPhase.STABLE,
+                )
+                and original.phase in (None, RolloutPhase.PENDING, RolloutPhase.INVALID)
+            ):
                 state.notices.append(
                     (
                         raw,

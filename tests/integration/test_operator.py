@@ -376,3 +376,31 @@ def test_agentfield_down_and_back_holds_then_resumes(scenario: Scenario, tmp_pat
     finally:
         standin.terminate()
         standin.wait(timeout=10)
+
+
+def test_missing_secret_is_invalid_until_it_appears(scenario: Scenario) -> None:
+    scenario.setup()
+    scenario.kube.kubectl("delete", "secret", "agentfield-connector", "-n", scenario.namespace)
+    scenario.start_operator()
+    invalid = scenario.wait_rollout(
+        lambda r: _status(r).get("phase") == "Invalid", "the rollout Invalid", timeout=30
+    )
+    assert "agentfield-connector" in _status(invalid)["message"]
+    scenario.propose("classifier-2-1-0", "2.1.0", BETTER)
+    waiting = scenario.wait_proposal_phase("classifier-2-1-0", "Invalid", timeout=30)
+    assert "the rollout is invalid" in waiting["status"]["message"]
+    deployments = scenario.kube.kubectl(
+        "get", "deploy", "-n", scenario.namespace, "-o", "name"
+    ).stdout.split()
+    assert deployments == ["deployment.apps/classifier"]
+    assert scenario.agentfield is not None
+    scenario.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "agentfield-connector"},
+            "stringData": {"token": scenario.agentfield.token},
+        }
+    )
+    scenario.wait_proposal_phase("classifier-2-1-0", "Rendered", timeout=30)
+    assert _status(scenario.rollout())["phase"] == "Progressing"
