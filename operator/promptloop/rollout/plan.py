@@ -220,13 +220,16 @@ def apply_verdict(
         return promote(rollout=status, proposal=proposal, now=now)
     if decision.verdict is Verdict.AWAIT_APPROVAL:
         notices = []
+        command = approval_command(namespace, name)
+        message = (
+            f"{version} has earned {canary.weight}%; the next step would give it "
+            f"{min(canary.weight + policy.max_step, 100)}% (ceiling {policy.ceiling}%). "
+            f"Approve with: {command}"
+        )
+        # Said again on every tick (a hold in between replaces the message), announced once.
+        status.message = message
+        proposal_status.message = message
         if status.phase is not RolloutPhase.AWAITING_APPROVAL:
-            command = approval_command(namespace, name)
-            message = (
-                f"{version} has earned {canary.weight}%; the next step would give it "
-                f"{min(canary.weight + policy.max_step, 100)}% (ceiling {policy.ceiling}%). "
-                f"Approve with: {command}"
-            )
             notices = [
                 Notice(False, "AwaitingApproval", message),
                 Notice(True, "AwaitingApproval", message),
@@ -241,8 +244,6 @@ def apply_verdict(
                     message=decision.reason,
                 ),
             )
-            status.message = message
-            proposal_status.message = message
         status.phase = rollout_transition(status.phase, RolloutPhase.AWAITING_APPROVAL)
         proposal_status.phase = proposal_transition(
             proposal_status.phase, ProposalPhase.AWAITING_APPROVAL
@@ -252,7 +253,7 @@ def apply_verdict(
             type_="AwaitingApproval",
             status=True,
             reason="CeilingReached",
-            message=status.message or "",
+            message=message,
             now=now,
         )
         return Outcome(status, proposal_status, notices)
