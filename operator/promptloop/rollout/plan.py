@@ -365,22 +365,33 @@ def roll_back(
 
     AgentField cannot drain a version by weight (0 counts as 100), so a floor of 0 takes the
     challenger out of the router and scales it to zero. A floor above 0 keeps it at that share
-    until the next proposal becomes active or the proposal is deleted.
+    (or its current one, if lower) until the next proposal becomes active or the proposal is
+    deleted; a challenger never seeded is drained whatever the floor.
     """
     status = rollout.model_copy(deep=True)
     proposal_status = proposal.status.model_copy(deep=True)
     version = proposal.spec.version
-    drain = policy.floor == 0
+    # A rollback never raises the weight: a challenger that was never seeded (progressDeadline)
+    # or sits below a floor raised since is drained or kept where it is, not given more.
+    weight = status.canary.weight if status.canary is not None else None
+    floor = min(policy.floor, weight or 0)
+    drain = floor == 0
     if drain:
         status.canary = None
     elif status.canary is not None:
-        status.canary.weight = policy.floor
+        status.canary.weight = floor
         status.canary.rolled_back = True
     status.phase = rollout_transition(status.phase, RolloutPhase.ROLLED_BACK)
     proposal_status.phase = proposal_transition(proposal_status.phase, phase)
-    proposal_status.weight = 0 if drain else policy.floor
+    proposal_status.weight = 0 if drain else floor
     verb = "rejected" if phase is ProposalPhase.REJECTED else "rolled back"
-    where = "scaled to zero" if drain else f"held at the floor {policy.floor}%"
+    where = (
+        "scaled to zero"
+        if drain
+        else f"held at the floor {floor}%"
+        if floor == policy.floor
+        else f"held at {floor}%, below the floor {policy.floor}%"
+    )
     message = f"{version} {verb} ({where}): {reason}"
     status.message = message
     proposal_status.message = message
