@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from aiohttp import web
@@ -607,6 +608,75 @@ async def test_memory_list_is_a_prefix_scan(http: httpx.AsyncClient) -> None:
     assert listed.json()[0]["data"] == {"v": "a"}
     empty = await http.get("/api/v1/memory/list", params={"scope": "actor"})
     assert empty.json() == []
+
+
+async def test_memory_events_websocket_forwards_matching_changes(
+    standin: RunningStandin, http: httpx.AsyncClient
+) -> None:
+    """``GET /api/v1/memory/events/ws`` (handlers/memory_events.go WebSocketHandler,
+    ``wunitb/agentfield`` @ ``59af08e4``): filters on ``scope``/``scope_id`` and the comma-separated
+    ``patterns`` (filepath.Match), and forwards each ``types.MemoryChangeEvent`` as JSON with the
+    fields SetMemoryHandler and DeleteMemoryHandler fill in (handlers/memory.go): type
+    ``memory_change``, action ``set``/``delete``, data, previous_data, and the caller's headers in
+    metadata. The Python SDK opens this socket whenever an agent starts."""
+    url = standin.url.replace("http://", "ws://") + "/api/v1/memory/events/ws"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(
+            url, params={"scope": "global", "patterns": "promptloop.*, fail*"}
+        ) as ws,
+    ):
+        # The subscription exists once the upgrade is answered.
+        assert len(standin.state.subscribers) == 1
+        headers = {"X-Agent-Node-ID": "classifier", "X-Workflow-ID": "run-9"}
+        for key, data in (
+            ("promptloop.outcomes.classifier.2.0.0", {"total": 1, "failed": 0}),
+            ("unrelated", 1),
+            ("promptloop.outcomes.classifier.2.0.0", {"total": 2, "failed": 1}),
+        ):
+            await http.post(
+                "/api/v1/memory/set",
+                json={"key": key, "data": data, "scope": "global"},
+                headers=headers,
+            )
+        # Another scope is filtered out by scope, whatever its key.
+        await http.post(
+            "/api/v1/memory/set",
+            json={"key": "failures", "data": []},
+            headers={"X-Workflow-ID": "run-9"},
+        )
+        await http.post("/api/v1/memory/delete", json={"key": "unrelated", "scope": "global"})
+        await http.post(
+            "/api/v1/memory/delete",
+            json={"key": "promptloop.outcomes.classifier.2.0.0", "scope": "global"},
+        )
+        events = [await ws.receive_json(timeout=5) for _ in range(3)]
+    first, second, deleted = events
+    assert first["type"] == "memory_change"
+    assert (first["scope"], first["scope_id"], first["action"]) == ("global", "global", "set")
+    assert first["data"] == {"total": 1, "failed": 0}
+    assert "previous_data" not in first
+    assert first["metadata"] == {"agent_id": "classifier", "workflow_id": "run-9"}
+    assert {"id", "timestamp", "key"} <= set(first)
+    assert second["previous_data"] == {"total": 1, "failed": 0}
+    assert second["data"] == {"total": 2, "failed": 1}
+    assert deleted["action"] == "delete"
+    assert "data" not in deleted
+    assert deleted["previous_data"] == {"total": 2, "failed": 1}
+    assert standin.state.subscribers == []
+
+
+async def test_open_memory_events_socket_does_not_hold_shutdown() -> None:
+    """A client still connected when the stand-in stops is closed at once (1001), not after
+    aiohttp's shutdown grace period."""
+    running = await start_standin(connector_token=TOKEN)
+    url = running.url.replace("http://", "ws://") + "/api/v1/memory/events/ws"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        started = asyncio.get_running_loop().time()
+        await running.close()
+        message = await ws.receive(timeout=5)
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert asyncio.get_running_loop().time() - started < 5
 
 
 # ---------------------------------------------------------------------------------------------

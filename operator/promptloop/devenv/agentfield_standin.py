@@ -19,7 +19,8 @@ Served routes:
 - Connector, only when started with a token: ``/api/v1/connector/manifest``, ``/reasoners``,
   ``/reasoners/{id}``, ``/reasoners/{id}/versions``, ``/reasoners/{id}/versions/{version}``,
   ``PUT /reasoners/{id}/versions/{version}/weight``, ``/nodes``, ``/nodes/{id}/status``.
-- Memory: ``POST /api/v1/memory/set|get|delete``, ``GET /api/v1/memory/list?scope=``.
+- Memory: ``POST /api/v1/memory/set|get|delete``, ``GET /api/v1/memory/list?scope=``, and the
+  change-event WebSocket ``GET /api/v1/memory/events/ws`` that the Python SDK opens at start-up.
 - Execute: ``POST /api/v1/execute/{node}.{reasoner}`` (synchronous; an agent that answers 202,
   as the Python SDK does, reports back to ``POST /api/v1/executions/{id}/status``), and
   ``GET /api/v1/executions/{id}``.
@@ -32,7 +33,9 @@ node-wide; execute ignores weights and always calls the lexicographically smalle
 Simplifications (the real control plane does more): state is in memory; there is no HTTP health
 monitor (a heartbeat's status sets the node-wide health the way the status manager derives it);
 callback URLs are not probed; no API-key auth, DIDs, tag approval, ``/execute/async``, webhooks,
-workflow records, vector memory or memory events.
+workflow records, vector memory, memory event history or SSE. The SDK's best-effort reports
+(``POST /api/v1/workflow/executions/events``, ``POST /api/v1/executions/{id}/logs``) answer 404;
+the SDK ignores that.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fnmatch
 import hmac
 import json
 import logging
@@ -70,6 +74,7 @@ __all__ = [
     "Capability",
     "ExecutionRecord",
     "Fault",
+    "MemorySubscriber",
     "RunningStandin",
     "StandinState",
     "build_app",
@@ -109,6 +114,8 @@ _WEIGHT_MAX = 10000
 _DEFAULT_WEIGHT = 100
 _CONNECTOR_PREFIX = "/api/v1/connector"
 _REQUEST_LOG_LIMIT = 10_000
+# Events a slow memory-events client may fall behind by before it misses some.
+_SUBSCRIBER_QUEUE = 1000
 
 
 @dataclass(frozen=True)
@@ -310,6 +317,34 @@ class ExecutionRecord:
 
 
 @dataclass
+class MemorySubscriber:
+    """One memory-events WebSocket: its filters and the queue its sender drains.
+
+    ``SubscribeToMemoryChanges(ctx, scope, scopeID)`` filters on scope and scope id when they are
+    non-empty; the handler then matches each key against the comma-separated ``patterns`` with
+    Go's ``filepath.Match`` (handlers/memory_events.go WebSocketHandler, ``wunitb/agentfield`` @
+    ``59af08e4``), approximated here by :func:`fnmatch.fnmatchcase`.
+    """
+
+    scope: str
+    scope_id: str
+    patterns: tuple[str, ...]
+    queue: asyncio.Queue[dict[str, Any]] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=_SUBSCRIBER_QUEUE), repr=False
+    )
+
+    def wants(self, event: Mapping[str, Any]) -> bool:
+        """Whether the event passes this subscriber's scope, scope id and key filters."""
+        if self.scope and self.scope != event["scope"]:
+            return False
+        if self.scope_id and self.scope_id != event["scope_id"]:
+            return False
+        return not self.patterns or any(
+            fnmatch.fnmatchcase(event["key"], pattern) for pattern in self.patterns
+        )
+
+
+@dataclass
 class StandinState:
     """Everything the stand-in knows; tests read and poke it directly."""
 
@@ -324,7 +359,60 @@ class StandinState:
     faults: list[Fault] = field(default_factory=list)
     # Executions by id, oldest first; bounded like the request log.
     executions: dict[str, ExecutionRecord] = field(default_factory=dict)
+    # Open memory-events WebSockets.
+    subscribers: list[MemorySubscriber] = field(default_factory=list)
     _seq: int = 0
+    _event_seq: int = 0
+
+    def publish_memory_change(
+        self,
+        request: web.Request,
+        *,
+        scope: str,
+        scope_id: str,
+        key: str,
+        action: str,
+        data: Any,
+        previous: Any,
+    ) -> dict[str, Any]:
+        """Build a ``types.MemoryChangeEvent`` and queue it for every matching subscriber.
+
+        The shape and the fields come from ``SetMemoryHandler`` and ``DeleteMemoryHandler``
+        (handlers/memory.go): ``type`` is ``memory_change``, ``action`` ``set`` or ``delete``,
+        ``data`` and ``previous_data`` are omitted when empty, ``metadata`` carries the caller's
+        ``X-Agent-Node-ID``, ``X-Actor-ID`` and ``X-Workflow-ID``. A subscriber whose queue is full
+        misses the event rather than slowing the writer (the storage's channel send is
+        non-blocking). Returns the event.
+        """
+        self._event_seq += 1
+        metadata = {
+            name: value
+            for name, header in (
+                ("agent_id", "X-Agent-Node-ID"),
+                ("actor_id", "X-Actor-ID"),
+                ("workflow_id", "X-Workflow-ID"),
+            )
+            if (value := request.headers.get(header, ""))
+        }
+        event: dict[str, Any] = {
+            "id": str(self._event_seq),
+            "type": "memory_change",
+            "timestamp": _rfc3339(_now()),
+            "scope": scope,
+            "scope_id": scope_id,
+            "key": key,
+            "action": action,
+            "metadata": metadata,
+        }
+        if data is not None:
+            event["data"] = data
+        if previous is not None:
+            event["previous_data"] = previous
+        for subscriber in self.subscribers:
+            if subscriber.wants(event):
+                with contextlib.suppress(asyncio.QueueFull):
+                    subscriber.queue.put_nowait(event)
+        return event
 
     def new_execution(self, *, execution_id: str, run_id: str) -> ExecutionRecord:
         """Create and remember a running execution, forgetting the oldest beyond the bound."""
@@ -482,6 +570,7 @@ class _Config:
 _STATE_KEY = web.AppKey("standin_state", StandinState)
 _CONFIG_KEY = web.AppKey("standin_config", _Config)
 _SESSION_KEY = web.AppKey("standin_session", aiohttp.ClientSession)
+_SOCKETS_KEY: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("standin_sockets")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -521,6 +610,9 @@ def build_app(
         agent_call_timeout=agent_call_timeout,
     )
     app.cleanup_ctx.append(_client_session)
+    app[_SOCKETS_KEY] = set()
+    # Open WebSockets would otherwise hold the shutdown for aiohttp's whole grace period.
+    app.on_shutdown.append(_close_sockets)
 
     routes = [
         web.get("/health", _health),
@@ -536,6 +628,7 @@ def build_app(
         web.post("/api/v1/memory/get", _memory_get),
         web.post("/api/v1/memory/delete", _memory_delete),
         web.get("/api/v1/memory/list", _memory_list),
+        web.get("/api/v1/memory/events/ws", _memory_events_ws),
         web.post("/api/v1/execute/{target}", _execute),
         web.get("/api/v1/executions/{execution_id}", _execution_status),
         web.post("/api/v1/executions/{execution_id}/status", _execution_status_update),
@@ -1202,7 +1295,17 @@ async def _memory_set(request: web.Request) -> web.StreamResponse:
         "updated_at": now,
         "metadata": {},
     }
+    previous = state.memory.get((scope, scope_id, body["key"]))
     state.memory[(scope, scope_id, body["key"])] = memory
+    state.publish_memory_change(
+        request,
+        scope=scope,
+        scope_id=scope_id,
+        key=body["key"],
+        action="set",
+        data=body["data"],
+        previous=previous["data"] if previous is not None else None,
+    )
     return _json(memory)
 
 
@@ -1246,7 +1349,16 @@ async def _memory_delete(request: web.Request) -> web.StreamResponse:
     scope, scope_id = _resolve_scope(request, body.get("scope"))
     if scope not in MEMORY_SCOPES:
         return _memory_error("not_found", 404, f"BoltDB bucket '{scope}' not found")
-    state.memory.pop((scope, scope_id, body["key"]), None)
+    previous = state.memory.pop((scope, scope_id, body["key"]), None)
+    state.publish_memory_change(
+        request,
+        scope=scope,
+        scope_id=scope_id,
+        key=body["key"],
+        action="delete",
+        data=None,
+        previous=previous["data"] if previous is not None else None,
+    )
     return web.Response(status=204)
 
 
@@ -1270,6 +1382,56 @@ async def _memory_list(request: web.Request) -> web.StreamResponse:
         if s == scope and f"{sid}:{key}".encode().startswith(prefix)
     )
     return _json([memory for _, memory in found])
+
+
+async def _memory_events_ws(request: web.Request) -> web.StreamResponse:
+    """``MemoryEventsHandler.WebSocketHandler`` (handlers/memory_events.go, ``wunitb/agentfield``
+    @ ``59af08e4``; routes_memory.go registers it at ``GET /api/v1/memory/events/ws``).
+
+    Upgrades, subscribes with the ``scope`` and ``scope_id`` query parameters, and forwards each
+    change whose key matches one of the comma-separated ``patterns`` (all when none) as a JSON
+    text message; what the client sends is read and ignored (the Go handler's reader goroutine
+    only watches for the close). The Python SDK opens this socket when an agent starts
+    (agent_server.py, memory_events.py ``connect``) and logs an error on every retry when the
+    route is missing.
+    """
+    state = request.app[_STATE_KEY]
+    socket = web.WebSocketResponse()
+    await socket.prepare(request)
+    patterns = tuple(
+        part.strip() for part in request.query.get("patterns", "").split(",") if part.strip()
+    )
+    subscriber = MemorySubscriber(
+        scope=request.query.get("scope", ""),
+        scope_id=request.query.get("scope_id", ""),
+        patterns=patterns,
+    )
+    state.subscribers.append(subscriber)
+    sockets = request.app[_SOCKETS_KEY]
+    sockets.add(socket)
+
+    async def forward() -> None:
+        while True:
+            event = await subscriber.queue.get()
+            await socket.send_json(event)
+
+    sender = asyncio.create_task(forward())
+    try:
+        async for _message in socket:
+            pass
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
+            await sender
+        state.subscribers.remove(subscriber)
+        sockets.discard(socket)
+    return socket
+
+
+async def _close_sockets(app: web.Application) -> None:
+    sockets = app[_SOCKETS_KEY]
+    for socket in list(sockets):
+        await socket.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
 
 # ------------------------------------------------------------------------------------------------
