@@ -437,6 +437,40 @@ def test_staying_in_await_approval_posts_nothing_more_and_keeps_the_command() ->
     assert command in (pp_status.message or "")
 
 
+def test_a_step_while_waiting_leaves_the_wait_and_the_next_ceiling_is_announced() -> None:
+    # A person raised the ceiling from 50 to 80 while the rollout waited at 40: the decision
+    # steps on below the new ceiling, so the rollout is no longer waiting for anyone.
+    raised = policy(ceiling=80)
+    waiting = _await(rollout(R.PROGRESSING, weight=40), proposal(P.CANARY, weight=40), LAST_STEP)
+    assert waiting.proposal is not None
+    pp = proposal(P.AWAITING_APPROVAL, weight=40).model_copy(update={"status": waiting.proposal})
+    stepped = apply_verdict(
+        rollout=waiting.rollout,
+        proposal=pp,
+        policy=raised,
+        decision=decision(Verdict.STEP, 50),
+        namespace=NS,
+        now=NOW,
+    )
+    check_transitions(R.AWAITING_APPROVAL, P.AWAITING_APPROVAL, stepped)
+    assert stepped.rollout.phase is R.PROGRESSING
+    assert stepped.proposal is not None and stepped.proposal.phase is P.CANARY
+    awaiting = condition(stepped.rollout, "AwaitingApproval")
+    assert awaiting is not None and awaiting.status is ConditionStatus.FALSE
+    # Reaching the new ceiling is a new wait, and people are told about it.
+    again = apply_verdict(
+        rollout=stepped.rollout,
+        proposal=pp.model_copy(update={"status": stepped.proposal}),
+        policy=raised,
+        decision=decision(Verdict.AWAIT_APPROVAL, 50),
+        namespace=NS,
+        now=NOW + timedelta(seconds=30),
+    )
+    assert again.rollout.phase is R.AWAITING_APPROVAL
+    assert [n.reason for n in again.notices] == ["AwaitingApproval"] * 2
+    assert all("ceiling 80%" in n.message for n in again.notices)
+
+
 # --- apply_verdict: ROLLBACK, and roll_back itself --------------------------------------------
 
 
@@ -833,7 +867,7 @@ def test_is_due_waits_an_interval_since_the_last_step(
     assert is_due(canary, policy(interval="30s"), now) is due
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     st.integers(1, 3600),
     st.floats(0, 2, allow_nan=False),

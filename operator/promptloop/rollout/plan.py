@@ -265,12 +265,26 @@ def apply_verdict(
         canary.step_canary_total = None
         canary.step_stable_total = None
         proposal_status.weight = canary.weight
+        # A step while waiting means the policy changed under the wait (a raised ceiling): the
+        # rollout is no longer waiting, and reaching the new ceiling is announced afresh.
+        was_waiting = status.phase is RolloutPhase.AWAITING_APPROVAL
         if canary.weight >= policy.ceiling:
             status.phase = rollout_transition(status.phase, RolloutPhase.PROMOTING)
+        elif was_waiting:
+            status.phase = rollout_transition(status.phase, RolloutPhase.PROGRESSING)
         proposal_status.phase = proposal_transition(proposal_status.phase, ProposalPhase.CANARY)
         message = f"stepped {version} from {previous}% to {canary.weight}%: {decision.reason}"
         status.message = message
         proposal_status.message = message
+        if was_waiting:
+            status.conditions = set_condition(
+                status.conditions,
+                type_="AwaitingApproval",
+                status=False,
+                reason="PolicyChanged",
+                message=message,
+                now=now,
+            )
         status.history = append_history(
             status.history,
             HistoryEntry(
