@@ -80,7 +80,9 @@ def verify_traffic(*, canary_requests: int, stable_requests: int, weight: int) -
             None,
             weight,
             total,
-            f"{total} requests since the last step; need {MIN_REQUESTS} to verify the split",
+            f"{total} requests since the last step; need {MIN_REQUESTS} to verify the split"
+            if weight > 0
+            else f"the canary's weight is {weight}%: no share to verify",
         )
     observed = 100.0 * canary_requests / total
     p = min(weight, 99.999) / 100.0
