@@ -16,11 +16,12 @@ Let ``n_s, f_s`` and ``n_c, f_c`` be the stable and canary samples and failures,
 
 * Estimate: ``d = f_c / n_c - f_s / n_s``; effective sample size ``m = n_c n_s / (n_c + n_s)``
   (the variance of ``d`` is ``~ sigma^2 / m`` when both versions fail alike).
-* Critical value ``c(m)``: the one-sided normal-mixture boundary (Robbins 1970; Howard, Ramdas,
+* Critical value ``c(m)``: the one-sided normal-mixture boundary (Robbins 1970, *Statistical
+  methods related to the law of the iterated logarithm*, Ann. Math. Statist. 41; Howard, Ramdas,
   McAuliffe & Sekhon 2021, *Time-uniform, nonparametric, nonasymptotic confidence sequences*,
-  Ann. Statist. 49(2), §3 and Prop. 6) in its asymptotic-confidence-sequence form (Waudby-Smith,
-  Arnold, Wu & Ramdas 2024, *Time-uniform central limit theory and asymptotic confidence
-  sequences*, Ann. Statist. 52(6)). In information time ``I = 1/V`` the score
+  Ann. Statist. 49(2), arXiv:1810.08240) in its asymptotic-confidence-sequence form
+  (Waudby-Smith, Arbour, Sinha, Kennedy & Ramdas, *Time-uniform central limit theory and
+  asymptotic confidence sequences*, arXiv:2103.06476). In information time ``I = 1/V`` the score
   ``S = (delta - d) I`` behaves like a Brownian motion with drift ``delta - D``; the mixture of
   ``exp(theta S - theta^2 I / 2)`` over ``theta ~ |N(0, tau^2)|``,
 
@@ -34,29 +35,35 @@ Let ``n_s, f_s`` and ``n_c, f_c`` be the stable and canary samples and failures,
       c^2 = (1 + 1/x) (2 log(1/alpha) + log(1 + x) - 2 log Phi(c sqrt(x / (1 + x)))).
 
   The mixture scale is expressed per effective sample, ``x = rho^2 m`` with
-  ``rho^2 = (2L + log(1 + 2L)) / TUNED_EFFECTIVE_SAMPLES`` and ``L = log(1/alpha)``, which makes
-  the boundary tightest around ``m = 250`` (Waudby-Smith et al. §B.2); any fixed ``rho`` is valid.
-  At ``alpha = 0.05``: ``c = 3.37`` at ``m = 50``, ``3.04`` at 250, ``3.13`` at 1,000, ``3.34``
-  at 5,000, ``3.75`` at 100,000, against 1.64 for a single one-sided look. The mirror-image
-  boundary serves the opposite claim.
-* Interval: instead of ``d +/- c sqrt(V)`` with a plug-in ``V`` (the Wald form, which at 1 %
-  failure rates, where a small canary often has no failures yet, is far too narrow and let
-  false "better" claims through at twice the budget in simulation), each bound is Newcombe's
-  hybrid score interval (Newcombe 1998, *Interval estimation for the difference between
-  independent proportions: comparison of eleven methods*, Stat. Med. 17, method 10) evaluated at
-  ``z = c(m)``. With ``[l_v, u_v]`` the Wilson score interval of version ``v`` at ``c``:
+  ``rho^2 = (2L + log(1 + 2L)) / TUNED_EFFECTIVE_SAMPLES`` and ``L = log(1/alpha)``, the
+  Waudby-Smith et al. choice that makes the boundary tightest around ``m = 250``; any fixed
+  ``rho`` is valid, it only moves where the sequence is narrowest. At ``alpha = 0.05``:
+  ``c = 3.37`` at ``m = 50``, ``3.04`` at 250, ``3.13`` at 1,000, ``3.34`` at 5,000, ``3.75`` at
+  100,000, against 1.96 for a single look at ``alpha / 2``. The mirror-image boundary serves
+  the opposite claim.
+* Interval: not ``d +/- c sqrt(V)`` with a plug-in ``V`` (the Wald form: at 1 % failure rates a
+  young canary often has no failures yet, its plug-in variance is near zero, and in simulation
+  that let false "better" claims through at twice the budget). Each bound is Newcombe's hybrid
+  score interval (Newcombe 1998, *Interval estimation for the difference between independent
+  proportions: comparison of eleven methods*, Stat. Med. 17, method 10) evaluated at
+  ``z = c(m)``:
 
       lower = d - sqrt((p_c - l_c)^2 + (u_s - p_s)^2)
       upper = d + sqrt((u_c - p_c)^2 + (p_s - l_s)^2)
 
+  where ``[l_v, u_v]`` is version ``v``'s score interval at ``c`` with a Cornish-Fisher skewness
+  term (:func:`_score_bounds`). Newcombe uses Wilson's interval; at ``z ~ 3`` and a handful of
+  failures Wilson's lower bound sits far above the exact (Clopper-Pearson) one, which in
+  simulation let wrong rollbacks through above budget at 1 %; the skew term brings it to within
+  about 5 % of exact from four failures up (and below it, i.e. more cautious, at one or two).
   Each side uses the variance at the rate being tested rather than at the observed one, which
-  is what keeps the skewed low-count case honest. Swapping the versions negates the interval
-  exactly, and both bounds are non-decreasing in the canary's failures (the Wilson bounds are,
-  and the square root is 1-Lipschitz), which makes the verdicts monotone.
+  keeps the skewed low-count case honest. Swapping the versions negates the interval exactly,
+  and both bounds are non-decreasing in the canary's failures (the per-version bounds are, and
+  the square root is 1-Lipschitz), which makes the verdicts monotone.
 * The guarantee is asymptotic (a central-limit approximation, like mSPRT: Johari, Koomen,
-  Pekelis & Walsh 2022, *Always valid inference*, Oper. Res. 70(3)); ``bench/decision.py``
-  measures it by simulation at 1 %, 10 % and 30 % failure rates, with weights that change as the
-  decisions say.
+  Pekelis & Walsh 2022, *Always valid inference: continuous monitoring of A/B tests*, Oper. Res.
+  70(3)); ``bench/decision.py`` measures it by simulation at 1 %, 10 % and 30 % failure rates,
+  with weights that change as the decisions say.
 
 The claims and how alpha is split
 ---------------------------------
@@ -72,13 +79,13 @@ as at least as good):
 
 ``alpha`` is split evenly: each one-sided claim gets ``alpha / 2``, ``[lower, upper]`` is a
 two-sided ``1 - alpha`` confidence sequence, and the chance of *any* wrong claim during a canary
-is at most ``alpha``. False promotions are therefore at most ``alpha / 2``, inside the API's
-promise of ``alpha`` (and rarer still, since a promotion needs a "better" claim at every step
-of the ladder). Both claims use the same dividing line ``delta``: a challenger exactly
-``delta`` worse is neither promoted nor rolled back except by one of those rare errors. Because
-the line is at ``+delta`` (not ``-delta``), swapping the versions mirrors the evidence exactly
-only for ``margin = 0``; with a margin, an equal challenger is "at least as good" in both
-directions, as non-inferiority means.
+is at most ``alpha`` (up to the approximation above). False promotions are therefore at most
+``alpha / 2``, inside the API's promise of ``alpha`` (and rarer still, since a promotion needs
+a "better" claim at every step of the ladder). Both claims use the same dividing line
+``delta``: a challenger exactly ``delta`` worse is neither promoted nor rolled back except by
+one of those rare errors. Because the line is at ``+delta`` (not ``-delta``), swapping the
+versions mirrors the evidence exactly only for ``margin = 0``; with a margin, an equal
+challenger is "at least as good" in both directions, as non-inferiority means.
 
 With a margin of 0 an equally good challenger is held (inconclusive) indefinitely, with a
 ``samples_needed`` that grows without bound; set a margin to accept "as good as".
@@ -93,7 +100,8 @@ made exactly when ``|z| > c``, and the reason states ``c``. When inconclusive,
 treats ``h / c`` as a standard error shrinking like ``1 / sqrt(s)`` when every count is scaled
 by ``s``, and solves ``c(s m) (h / c) / sqrt(s) = |d - delta|`` for ``s`` (dropping the small
 ``Phi`` term); it reports the further samples of the version with fewer samples (normally the
-canary), ``ceil((s - 1) min(n_c, n_s))``, or ``None`` when ``d == delta`` (no finite estimate).
+canary), ``ceil((s - 1) min(n_c, n_s))``, or ``None`` when ``d == delta`` or the estimate
+passes 10^9 (no useful finite estimate).
 
 Nothing here does I/O or reads a clock.
 """
