@@ -59,7 +59,12 @@ from promptloop.render.challenger import (
 )
 from promptloop.rollout import plan
 from promptloop.rollout.decision import Counts, Policy, Verdict, decide
-from promptloop.rollout.phases import PROPOSAL_TERMINAL, iso, set_condition
+from promptloop.rollout.phases import (
+    PROPOSAL_TERMINAL,
+    iso,
+    proposal_transition,
+    set_condition,
+)
 from promptloop.rollout.traffic import TrafficVerdict, verify_traffic
 from promptloop.rollout.window import Cumulative, window_counts
 from promptloop.routers.agentfield import AgentFieldRouter, RetryPolicy
@@ -198,6 +203,7 @@ class Reconciler:
             )
             state.status.message = "recovered: the missing object is present"
 
+        stale_challengers = self._repair(state)
         active = self._select_active(state, stable_prompt, now)
         router = self._router(rollout, token)
         challenger_scale_to_zero: str | None = None
@@ -223,10 +229,12 @@ class Reconciler:
             state.status.message = f"{state.status.stable_version} serves all traffic"
 
         await self._retire(state, now)
-        # Intent first: a crash after this write re-asserts the same weights on restart.
+        # Taking a challenger out goes first: it is always safe, and a pass killed after it
+        # re-decides from the evidence, whereas one killed before it would leave it running.
+        for deployment in filter(None, [challenger_scale_to_zero, *stale_challengers]):
+            await self._scale_to_zero(namespace, deployment)
+        # Intent before the router: a crash after this write re-asserts the same weights.
         await self._commit(state, original, original_proposals, raw, now)
-        if challenger_scale_to_zero:
-            await self._scale_to_zero(namespace, challenger_scale_to_zero)
         await self._assert_router(state, router, raw, now)
 
     # ------------------------------------------------------------------------------------
@@ -330,6 +338,51 @@ class Reconciler:
         ):
             return "systemPrompt is identical to the stable prompt; nothing to canary"
         return None
+
+    def _repair(self, state: _Pass) -> list[str]:
+        """Bring proposals in line with the rollout's status after a pass was killed mid-write.
+
+        The rollout's status is written first and is the truth: a proposal it no longer names
+        as its canary but that still looks in flight was promoted (it is the stable one) or rolled
+        back; the proposal it names but that never recorded its rendering was rendered. Returns
+        the Deployments of challengers found rolled back, to be scaled to zero.
+        """
+        status = state.status
+        active = status.canary.proposal if status.canary else None
+        in_flight = (ProposalPhase.RENDERED, ProposalPhase.CANARY, ProposalPhase.AWAITING_APPROVAL)
+        stale: list[str] = []
+        for proposal in state.proposals:
+            if proposal.metadata.deletion_timestamp:
+                continue
+            name = proposal.metadata.name
+            current = proposal.status
+            updated = current.model_copy(deep=True)
+            if name == active and current.phase in (
+                None,
+                ProposalPhase.PENDING,
+                ProposalPhase.INVALID,
+            ):
+                assert status.canary is not None
+                updated.phase = ProposalPhase.RENDERED
+                updated.deployment_name = status.canary.deployment
+                updated.prompt_digest = status.canary.prompt_digest
+                updated.message = "challenger rendered (recorded after a restart)"
+            elif name != active and current.phase in in_flight:
+                if name == status.stable_proposal:
+                    updated.phase = proposal_transition(current.phase, ProposalPhase.PROMOTED)
+                    updated.message = "promoted to stable (recorded after a restart)"
+                else:
+                    updated.phase = proposal_transition(current.phase, ProposalPhase.ROLLED_BACK)
+                    updated.message = "rolled back (recorded after a restart)"
+                    updated.weight = 0
+                    if current.deployment_name:
+                        stale.append(current.deployment_name)
+            else:
+                continue
+            state.proposal_status[name] = updated
+        if state.proposal_status:
+            state.proposals = [state.proposal(p.metadata.name) for p in state.proposals]
+        return stale
 
     def _select_active(
         self, state: _Pass, stable_prompt: str | None, now: datetime
@@ -675,6 +728,15 @@ class Reconciler:
             return self._hold(state, proposal, "a counter went backwards; window re-opened", now)
         if traffic.verdict is TrafficVerdict.NOT_HONOURED:
             return self._hold(state, proposal, traffic.message, now)
+        if (
+            window.stable_failures > window.stable_samples
+            or window.canary_failures > window.canary_samples
+        ):
+            # Counters read at slightly different moments can disagree for a tick; that is
+            # missing data, not evidence.
+            return self._hold(
+                state, proposal, "inconsistent counters (more failures than requests)", now
+            )
 
         decision = decide(
             stable=Counts(window.stable_samples, window.stable_failures),

@@ -41,6 +41,7 @@ from promptloop.rollout.phases import (
     PROPOSAL_TRANSITIONS,
     ROLLOUT_TRANSITIONS,
     iso,
+    iso_precise,
 )
 from promptloop.rollout.plan import (
     Notice,
@@ -203,7 +204,7 @@ def test_begin_canary_starts_progressing_with_a_fresh_challenger(
         weight=None,  # no traffic until it is ready
         deployment=DEPLOYMENT,
         prompt_digest=DIGEST,
-        started_at=iso(NOW),
+        started_at=iso_precise(NOW),
     )
     # The last canary's evidence does not carry over.
     assert (status.window, status.decision, status.counts) == (None, None, None)
@@ -242,7 +243,7 @@ def test_seed_gives_the_initial_weight_and_starts_the_interval() -> None:
     canary = outcome.rollout.canary
     assert canary is not None
     assert canary.weight == 5
-    assert canary.last_step_at == iso(NOW)
+    assert canary.last_step_at == iso_precise(NOW)
     assert canary.steps == 0  # seeding is not a step up
     assert outcome.rollout.phase is R.PROGRESSING
     assert outcome.proposal is not None
@@ -287,7 +288,7 @@ def test_step_raises_the_weight_and_restarts_the_interval(
     assert canary is not None and before.canary is not None
     assert status.phase is expected
     assert canary.weight == to
-    assert canary.last_step_at == iso(NOW)
+    assert canary.last_step_at == iso_precise(NOW)
     assert canary.steps == before.canary.steps + 1
     # The traffic check counts requests from the next tick's counters at the new weight.
     assert (canary.step_stable_total, canary.step_canary_total) == (None, None)
@@ -684,7 +685,7 @@ def test_approval_while_waiting_writes_the_ceiling_at_once() -> None:
     assert status.phase is R.PROMOTING
     assert canary.weight == 50
     assert canary.approved
-    assert canary.last_step_at == iso(NOW)
+    assert canary.last_step_at == iso_precise(NOW)
     assert canary.steps == waiting.rollout.canary.steps + 1
     assert (canary.step_stable_total, canary.step_canary_total) == (None, None)
     assert outcome.proposal is not None
@@ -1139,3 +1140,41 @@ def test_a_whole_life_two_promotions_and_the_first_promoted_deployment_retires()
     assert [(r.version, r.deployment) for r in status.retiring] == [("3.1.0", "d-3.1.0")]
     weights = [h.weight for h in status.history if h.event in ("seed", "step", "approved")]
     assert weights == 2 * [10, 30, 50, 70, 90, 100]
+
+
+@pytest.mark.parametrize(
+    ("weight", "ceiling", "to", "expected_weight"),
+    [
+        (40, 50, 50, 40),  # the decision function asked for the ceiling without approval
+        (40, 30, 50, 29),  # the ceiling was lowered below the weight mid-canary
+        (30, 30, 40, 29),  # seeded at the ceiling (CEL allows initialWeight == ceiling)
+    ],
+)
+def test_the_ceiling_is_never_reached_without_approval(
+    weight: int, ceiling: int, to: int, expected_weight: int
+) -> None:
+    outcome = apply_verdict(
+        rollout=rollout(R.PROGRESSING, weight=weight),
+        proposal=proposal(P.CANARY, weight=weight),
+        policy=policy(ceiling=ceiling),
+        decision=decision(Verdict.STEP, to),
+        namespace=NS,
+        now=NOW,
+    )
+    check_transitions(R.PROGRESSING, P.CANARY, outcome)
+    assert outcome.rollout.phase is R.AWAITING_APPROVAL
+    assert outcome.rollout.canary is not None
+    assert outcome.rollout.canary.weight == expected_weight < ceiling
+    assert outcome.rollout.decision is not None
+    assert outcome.rollout.decision.verdict == "await-approval"
+
+
+def test_seeding_at_the_ceiling_stays_below_it_until_approved() -> None:
+    outcome = seed(
+        rollout=rollout(R.PROGRESSING, weight=None),
+        proposal=proposal(P.RENDERED, weight=None),
+        policy=policy(initial_weight=50, ceiling=50),
+        now=NOW,
+    )
+    assert outcome.rollout.canary is not None
+    assert outcome.rollout.canary.weight == 49

@@ -626,13 +626,14 @@ def decide(
             weight,
         )
     if approved and weight < policy.ceiling:
-        target = min(max(candidate, policy.ceiling), 100)
+        # Approval lets the canary pass the ceiling; it skips no evidence, so the step is an
+        # ordinary one (the jump to the ceiling is for approval given while it waits there).
         return Decision(
             Verdict.STEP,
-            f"{because}; approved, stepping to {target}%.",
+            f"{because}; approved, stepping to {candidate}%.",
             statistic,
             None,
-            target,
+            candidate,
         )
     if weight == 100:
         return Decision(

@@ -26,6 +26,7 @@ __all__ = [
     "IllegalTransition",
     "append_history",
     "iso",
+    "iso_precise",
     "proposal_transition",
     "rollout_transition",
     "set_condition",
@@ -103,6 +104,13 @@ def iso(moment: datetime) -> str:
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_precise(moment: datetime) -> str:
+    """RFC 3339 in UTC with microseconds: for times the step gate compares with an interval."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def set_condition(

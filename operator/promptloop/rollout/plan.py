@@ -8,7 +8,7 @@ approval" is :func:`approve`; "what happens on a tick" is :func:`apply_verdict`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from promptloop.api import (
@@ -29,6 +29,7 @@ from promptloop.rollout.decision import Decision, Verdict
 from promptloop.rollout.phases import (
     append_history,
     iso,
+    iso_precise,
     proposal_transition,
     rollout_transition,
     set_condition,
@@ -71,6 +72,9 @@ class Outcome:
     scale_challenger_to_zero: bool = False
 
 
+STEP_SLACK = timedelta(seconds=0.25)
+
+
 def parse_time(moment: str | None) -> datetime | None:
     """Parse a time written by :func:`iso` (RFC 3339, UTC)."""
     if not moment:
@@ -93,7 +97,9 @@ def is_due(canary: CanaryStatus, policy: CanaryPolicy, now: datetime) -> bool:
     restarts), which is what makes a restarted operator unable to double-step.
     """
     last = parse_time(canary.last_step_at) or parse_time(canary.started_at)
-    return last is None or now - last >= parse_duration(policy.interval) - timedelta(seconds=0.5)
+    # A little slack for scheduling jitter: the periodic pass runs one interval after the pass
+    # that stepped, and must be allowed to step again.
+    return last is None or now - last >= parse_duration(policy.interval) - STEP_SLACK
 
 
 def begin_canary(
@@ -114,7 +120,7 @@ def begin_canary(
         weight=None,
         deployment=deployment,
         prompt_digest=digest,
-        started_at=iso(now),
+        started_at=iso_precise(now),
     )
     status.window = None
     status.decision = None
@@ -140,25 +146,27 @@ def seed(
     """The challenger is ready: give it the initial weight."""
     status = rollout.model_copy(deep=True)
     assert status.canary is not None
-    status.canary.weight = policy.initial_weight
-    status.canary.last_step_at = iso(now)
-    status.message = (
-        f"{proposal.spec.version} is ready; seeded at {policy.initial_weight}% of traffic"
-    )
+    weight = policy.initial_weight
+    if not status.canary.approved and weight >= policy.ceiling:
+        # An initial weight at the ceiling would skip the human gate.
+        weight = max(policy.ceiling - 1, 1)
+    status.canary.weight = weight
+    status.canary.last_step_at = iso_precise(now)
+    status.message = f"{proposal.spec.version} is ready; seeded at {weight}% of traffic"
     status.history = append_history(
         status.history,
         HistoryEntry(
             at=iso(now),
             event="seed",
             version=proposal.spec.version,
-            weight=policy.initial_weight,
+            weight=weight,
             message="challenger ready",
         ),
     )
     proposal_status = proposal.status.model_copy(deep=True)
     proposal_status.phase = proposal_transition(proposal_status.phase, ProposalPhase.CANARY)
-    proposal_status.weight = policy.initial_weight
-    proposal_status.message = f"canary at {policy.initial_weight}%"
+    proposal_status.weight = weight
+    proposal_status.message = f"canary at {weight}%"
     return Outcome(
         status,
         proposal_status,
@@ -201,6 +209,21 @@ def apply_verdict(
     status = rollout.model_copy(deep=True)
     canary = status.canary
     assert canary is not None and canary.weight is not None
+    if (
+        decision.verdict in (Verdict.STEP, Verdict.PROMOTE)
+        and not canary.approved
+        and decision.next_weight >= policy.ceiling
+    ):
+        # The majority step needs a person whatever the evidence, also when the ceiling was
+        # lowered mid-canary or the canary was seeded at it.
+        decision = replace(
+            decision,
+            verdict=Verdict.AWAIT_APPROVAL,
+            next_weight=canary.weight,
+            reason=f"{decision.reason} The next step reaches the ceiling: approval needed.",
+        )
+        if canary.weight >= policy.ceiling:
+            canary.weight = max(policy.ceiling - 1, 1)
     status.decision = DecisionStatus(
         verdict=decision.verdict.value,
         reason=decision.reason,
@@ -260,7 +283,7 @@ def apply_verdict(
     if decision.verdict is Verdict.STEP and decision.next_weight != canary.weight:
         previous = canary.weight
         canary.weight = decision.next_weight
-        canary.last_step_at = iso(now)
+        canary.last_step_at = iso_precise(now)
         canary.steps += 1
         canary.step_canary_total = None
         canary.step_stable_total = None
@@ -331,7 +354,7 @@ def approve(
     if status.phase is RolloutPhase.AWAITING_APPROVAL and canary.weight is not None:
         previous = canary.weight
         canary.weight = max(policy.ceiling, previous)
-        canary.last_step_at = iso(now)
+        canary.last_step_at = iso_precise(now)
         canary.steps += 1
         canary.step_canary_total = None
         canary.step_stable_total = None
@@ -395,6 +418,8 @@ def roll_back(
     elif status.canary is not None:
         status.canary.weight = floor
         status.canary.rolled_back = True
+    status.window = None
+    status.counts = None
     status.phase = rollout_transition(status.phase, RolloutPhase.ROLLED_BACK)
     proposal_status.phase = proposal_transition(proposal_status.phase, phase)
     proposal_status.weight = 0 if drain else floor
@@ -497,6 +522,8 @@ def promote(*, rollout: AgentRolloutStatus, proposal: PromptProposal, now: datet
     status.stable_proposal = proposal.metadata.name
     status.canary = None
     status.window = None
+    # The finished canary's rates would otherwise linger in `kubectl get ar`.
+    status.counts = None
     status.phase = rollout_transition(status.phase, RolloutPhase.STABLE)
     message = f"promoted {proposal.spec.version}; {retired}"
     status.message = message
