@@ -88,6 +88,8 @@ _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202
 # The end of a line made only of blanks and style codes (rich pads styled and unstyled cells);
 # the blanks go, the codes stay so that every style is still closed.
 _SGR = re.compile(r"\x1b\[[0-9;]*m")
+# Words, runs of blanks and single punctuation marks: the units a prompt change is read in.
+_WORD = re.compile(r"\s+|\w+|[^\w\s]")
 _TRAILING_BLANKS = re.compile(r"(?:[ ]|\x1b\[[0-9;]*m)+$", re.MULTILINE)
 
 _PHASE_STYLE: Final = {
@@ -522,29 +524,113 @@ def _proposals(proposals: Sequence[PromptProposal], limit: int) -> list[Renderab
     return [_heading(f"Proposals (last {len(shown)} of {len(proposals)})"), table]
 
 
+def _tokens(line: str) -> list[str]:
+    return _WORD.findall(line)
+
+
+def _word_changes(old: str, new: str) -> tuple[list[str], set[int], list[str], set[int]] | None:
+    """Tokens of a removed and an added line and which of them differ, or None if unrelated."""
+    a, b = _tokens(old), _tokens(new)
+    # Below this share of common words the lines are unrelated and word marks would only say
+    # "everything": the whole line is the change. Blanks are left out, as they always match.
+    words = difflib.SequenceMatcher(
+        None,
+        [t for t in a if not t.isspace()],
+        [t for t in b if not t.isspace()],
+        autojunk=False,
+    )
+    if words.ratio() < 0.4:
+        return None
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    changed_a: set[int] = set()
+    changed_b: set[int] = set()
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag != "equal":
+            changed_a.update(range(i1, i2))
+            changed_b.update(range(j1, j2))
+    return a, changed_a, b, changed_b
+
+
+def _marked_line(prefix: str, tokens: list[str], changed: set[int], style: str) -> Text:
+    def strong(index: int) -> bool:
+        # A blank is marked only inside a changed phrase: marked alone at the edge of one, it
+        # reads as noise rather than as part of the change.
+        if tokens[index].isspace():
+            return {index - 1, index, index + 1} <= changed
+        return index in changed
+
+    line = Text(prefix, style)
+    run: list[str] = []
+    marked = False
+    for index, token in enumerate(tokens):
+        if strong(index) != marked and run:
+            line.append(sanitize("".join(run)), f"{style} reverse" if marked else style)
+            run = []
+        marked = strong(index)
+        run.append(token)
+    if run:
+        line.append(sanitize("".join(run)), f"{style} reverse" if marked else style)
+    return line
+
+
 def _diff_text(diff: str, max_lines: int | None) -> Text:
+    """A unified diff as styled text; paired removed/added lines get their changed words marked.
+
+    Prompts are often one long paragraph, where a line diff only says "this line changed":
+    marking the words that differ is what makes such a change readable. The marks are style
+    only (reverse video), so without colour the text is the plain unified diff.
+    """
     lines = diff.splitlines()
     hidden = 0
     if max_lines is not None and len(lines) > max_lines:
         hidden = len(lines) - max_lines
         lines = lines[:max_lines]
-    text = Text()
-    for line in lines:
-        if line.startswith(("---", "+++")):
-            style = "bold"
+    rendered: list[Text] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        # Only the first two lines are the file headers; a prompt line that starts with "--"
+        # shows up later as "---..." and is an ordinary removal.
+        if index < 2 and line.startswith(("---", "+++")):
+            rendered.append(Text(sanitize(line), "bold"))
         elif line.startswith("@@"):
-            style = "cyan"
+            rendered.append(Text(sanitize(line), "cyan"))
         elif line.startswith("-"):
-            style = "red"
+            removed = [line]
+            while index + len(removed) < len(lines) and lines[index + len(removed)][:1] == "-":
+                removed.append(lines[index + len(removed)])
+            after = index + len(removed)
+            added: list[str] = []
+            while after + len(added) < len(lines) and lines[after + len(added)][:1] == "+":
+                added.append(lines[after + len(added)])
+            marks: list[tuple[list[str], set[int], list[str], set[int]] | None]
+            marks = [None] * max(len(removed), len(added))
+            if len(removed) == len(added):  # a line-for-line rewrite: mark words per pair
+                marks = [_word_changes(r[1:], a[1:]) for r, a in zip(removed, added, strict=True)]
+            for offset, old in enumerate(removed):
+                mark = marks[offset]
+                rendered.append(
+                    _marked_line("-", mark[0], mark[1], "red")
+                    if mark
+                    else Text(sanitize(old), "red")
+                )
+            for offset, new in enumerate(added):
+                mark = marks[offset]
+                rendered.append(
+                    _marked_line("+", mark[2], mark[3], "green")
+                    if mark
+                    else Text(sanitize(new), "green")
+                )
+            index = after + len(added)
+            continue
         elif line.startswith("+"):
-            style = "green"
+            rendered.append(Text(sanitize(line), "green"))
         else:
-            style = ""
-        text.append(sanitize(line) + "\n", style)
+            rendered.append(Text(sanitize(line)))
+        index += 1
     if hidden:
-        text.append(f"… {hidden} more line(s): promptloop diff shows them all\n", "dim")
-    text.rstrip()
-    return text
+        rendered.append(Text(f"… {hidden} more line(s): promptloop diff shows them all", "dim"))
+    return Text("\n").join(rendered)
 
 
 def _prompt(

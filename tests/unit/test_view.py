@@ -246,6 +246,26 @@ def test_render_diff_colours_only_when_asked_and_never_wraps() -> None:
     assert render_diff("", color=True) == ""
 
 
+def test_coloured_diff_marks_the_changed_words_of_a_rewritten_line() -> None:
+    stable = "Classify the ticket as billing, bug, or other. One word."
+    new = "Classify the ticket as billing, bug, or other. Refunds are billing. One word."
+    coloured = render_diff(prompt_diff(stable, new), color=True)
+    marked = re.findall(r"\x1b\[7;32m([^\x1b]*)\x1b\[0m", coloured)
+    assert marked == ["Refunds are billing."]
+    assert "\x1b[7;31m" not in coloured  # nothing was removed from the old line
+    # Unrelated lines are not marked word by word: the whole line is the change.
+    rewrite = render_diff(prompt_diff("alpha beta gamma", "one two three"), color=True)
+    assert "\x1b[7;" not in rewrite
+
+
+def test_only_the_first_two_lines_are_diff_headers() -> None:
+    diff = prompt_diff("keep\n--flag\nend", "keep\nend")
+    assert "---flag" in diff.splitlines()
+    coloured = render_diff(diff, color=True)
+    assert "\x1b[31m---flag" in coloured or "\x1b[31m-\x1b[0m\x1b[31m--flag" in coloured
+    assert "\x1b[1m---flag" not in coloured
+
+
 # -- sanitising ------------------------------------------------------------------------------
 
 
