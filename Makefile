@@ -33,8 +33,24 @@ install: $(STAMP) ## Create .venv with promptloop and its development tools (ide
 ##@ Development
 
 .PHONY: crds
-crds: $(STAMP) ## Regenerate crds/*.yaml from the pydantic models in operator/promptloop/api
+crds: $(STAMP) ## Regenerate crds/*.yaml from the pydantic models (and the chart's copy)
 	@$(PY) -m promptloop.api.crdgen crds
+	@# Helm installs only what is inside the chart: keep an identical copy (a test compares them).
+	@cp crds/promptloop.dev_*.yaml charts/promptloop/crds/
+
+.PHONY: helm
+helm: $(STAMP) ## Build helm from the Go module proxy once (cached in ~/.cache/promptloop/tools)
+	@$(PY) -m promptloop.devenv.helm >/dev/null
+
+.PHONY: chart-lint
+chart-lint: helm ## helm lint --strict the chart (defaults, and every option on) and render it
+	@HELM=$$($(PY) -m promptloop.devenv.helm) && \
+	  $$HELM lint --strict charts/promptloop && \
+	  $$HELM lint --strict charts/promptloop --set 'watchNamespace=a\,b' --set improver.enabled=true \
+	    --set 'improver.targets[0].rollout=r' --set 'improver.targets[0].namespace=a' \
+	    --set approvalPolicy.enabled=true && \
+	  $$HELM template promptloop charts/promptloop -n promptloop-system >/dev/null && \
+	  echo "chart OK"
 
 .PHONY: lint
 lint: $(STAMP) ## ruff and mypy --strict
@@ -74,15 +90,15 @@ run: $(STAMP) ## Run the operator against PROMPTLOOP_KUBECONFIG (default: the lo
 ##@ Tests
 
 .PHONY: test
-test: $(STAMP) cluster-build ## Run every test: unit, then integration and e2e on the real local control plane
+test: $(STAMP) cluster-build helm ## Run every test: unit, then integration and e2e on the real local control plane
 	@KUBECONFIG=$(PROMPTLOOP_KUBECONFIG) $(PY) -m pytest tests $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: $(STAMP) ## Run the fast tests that need no cluster
+test-unit: $(STAMP) helm ## Run the fast tests that need no cluster
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test-integration
-test-integration: $(STAMP) cluster-build ## Run the tests against the real local API server
+test-integration: $(STAMP) cluster-build helm ## Run the tests against the real local API server
 	@KUBECONFIG=$(PROMPTLOOP_KUBECONFIG) $(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 ##@ Demo and benchmarks
