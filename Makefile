@@ -103,12 +103,15 @@ test-integration: $(STAMP) cluster-build helm ## Run the tests against the real 
 
 ##@ Demo and benchmarks
 
+# DEMO_ARGS passes more options through, e.g. DEMO_ARGS="--view lines --rate 40".
+DEMO_ARGS ?=
+
 .PHONY: demo
 demo: $(STAMP) cluster-build ## Run the whole loop on the embedded defaults (AUTO_APPROVE=1 for unattended)
-	@$(PROMPTLOOP) dev demo $(if $(AUTO_APPROVE),--auto-approve,)
+	@$(PROMPTLOOP) dev demo $(if $(AUTO_APPROVE),--auto-approve,) $(DEMO_ARGS)
 
 .PHONY: demo-down
-demo-down: $(STAMP) ## Stop whatever a demo left running
+demo-down: $(STAMP) ## Stop whatever a demo left running and delete its namespace
 	@$(PROMPTLOOP) dev demo-down
 
 .PHONY: bench

@@ -240,13 +240,27 @@ def test_deleting_a_proposal_mid_canary_restores_the_stable(scenario: Scenario) 
 
 
 def test_second_proposal_queues_then_runs(scenario: Scenario) -> None:
-    scenario.setup(stable_failure_rate=0.05)
+    # The first canary holds (too few samples) so that the queue can be observed.
+    scenario.setup(canary={"minSamples": 100000})
     scenario.start_operator()
-    _canary_running(scenario, failure_rate=0.5)
+    _canary_running(scenario)
     scenario.propose("classifier-2-2-0", "2.2.0", BETTER + " Outages are bugs.")
     queued = scenario.wait_proposal_phase("classifier-2-2-0", "Pending", timeout=30)
     assert queued["status"]["message"] == "queued behind classifier-2-1-0"
-    scenario.wait_proposal_phase("classifier-2-1-0", "RolledBack", timeout=60)
+    deployments = scenario.kube.kubectl(
+        "get", "deploy", "-n", scenario.namespace, "-o", "name"
+    ).stdout.split()
+    assert "deployment.apps/classifier-v2-2-0" not in deployments
+    # The active one ends (rejected here); the queued one takes its place at once.
+    scenario.kube.kubectl(
+        "annotate",
+        "pp",
+        "classifier-2-1-0",
+        "-n",
+        scenario.namespace,
+        "promptloop.dev/rejected=true",
+    )
+    scenario.wait_proposal_phase("classifier-2-1-0", "Rejected", timeout=30)
     scenario.wait_proposal_phase("classifier-2-2-0", "Rendered", timeout=30)
     rollout = scenario.rollout()
     assert _status(rollout)["canary"]["version"] == "2.2.0"
