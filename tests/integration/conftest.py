@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from promptloop.devenv.agentfield import AgentFieldHandle, start_agentfield, stop_agentfield
-from tests.conftest import KubeCluster
+from tests.conftest import KUBECTL, KubeCluster
 from tests.integration.harness import AgentSim, OperatorProcess, wait_for
+from tests.integration.status_capture import STATUS_DIR, StatusRecorder, capture_enabled
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -251,3 +252,19 @@ def scenario(
         world.close()
     for process in world.operators:
         assert agentfield.token not in process.log_text(), "connector token leaked into the log"
+
+
+@pytest.fixture(autouse=True)
+def capture_status(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With PROMPTLOOP_CAPTURE_STATUS=1, record each phase's status to tests/data/status/.
+
+    The Argo CD health-check tests run the Lua against these captured objects (see
+    tests/integration/status_capture.py); without the variable this fixture does nothing.
+    """
+    if not capture_enabled() or "namespace" not in request.fixturenames:
+        yield
+        return
+    kube: KubeCluster = request.getfixturevalue("kube")
+    namespace: str = request.getfixturevalue("namespace")
+    with StatusRecorder(KUBECTL, kube.kubeconfig, namespace, STATUS_DIR):
+        yield
