@@ -231,6 +231,12 @@ def test_approve_moves_a_rollout_awaiting_approval_to_the_ceiling(scenario: Scen
     again = cli(scenario, "approve", "classifier", "--proposal", PROPOSAL)
     assert again.returncode == 4
     assert "is Promoted" in again.stderr
+    # The stable prompt now comes from the promoted challenger's ConfigMap (configMapKeyRef),
+    # read as the operator reads it: the promoted proposal's prompt is the stable prompt.
+    scenario.wait_rollout(lambda r: _status(r).get("stableVersion") == "2.1.0", "2.1.0 stable")
+    same = cli(scenario, "diff", "classifier", "--proposal", PROPOSAL)
+    assert same.returncode == 0, same.stderr
+    assert same.stdout == "" and "identical to the stable prompt" in same.stderr
 
 
 # -- reject, watched live
@@ -239,7 +245,7 @@ def test_approve_moves_a_rollout_awaiting_approval_to_the_ceiling(scenario: Scen
 def test_reject_rolls_back_and_the_watch_view_follows(scenario: Scenario) -> None:
     _canary_holding(scenario)
     watcher = PtyProcess(
-        [PROMPTLOOP, "status", "classifier", "-n", scenario.namespace, "-w", "--interval", "5"],
+        [PROMPTLOOP, "status", "classifier", "-n", scenario.namespace, "-w", "--interval", "30"],
         _env(scenario),
     )
     try:
@@ -253,8 +259,9 @@ def test_reject_rolls_back_and_the_watch_view_follows(scenario: Scenario) -> Non
         assert 'promptloop.dev/rejected="true"' in out
         assert "The operator rolls back at once" in out
 
-        # The watch redraws on the change, well before its 5 s interval would.
-        watcher.read_until("RolledBack", timeout=4)
+        # The watch redraws on the change (a watch on the rollout), long before its 30 s
+        # interval would.
+        watcher.read_until("RolledBack", timeout=10)
         assert watcher.interrupt() == 0  # Ctrl-C is how -w is meant to end
         assert b"Traceback" not in watcher.output
     finally:
