@@ -19,18 +19,31 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "promptloop.runner",  # operator
     "promptloop.improver.command",  # improve
     "promptloop.userops",  # approve, reject, status, diff
-    "promptloop.devenv.command",  # dev cluster|agentfield|llm ...
+    "promptloop.devenv.command",  # dev cluster|agentfield|llm|demo
 )
 
+# Which module serves which subcommand: a command imports only its own module (the improver's
+# pulls in the openai SDK, seconds of start-up that `promptloop status` should not pay).
+MODULE_OF: dict[str, str] = {
+    "operator": "promptloop.runner",
+    "improve": "promptloop.improver.command",
+    "approve": "promptloop.userops",
+    "reject": "promptloop.userops",
+    "status": "promptloop.userops",
+    "diff": "promptloop.userops",
+    "dev": "promptloop.devenv.command",
+}
 
-def build_parser() -> argparse.ArgumentParser:
-    """Assemble the parser from every module that is present."""
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Assemble the parser: every subcommand, or only the module that serves ``command``."""
     parser = argparse.ArgumentParser(
         prog="promptloop",
         description="Canary LLM agent prompt revisions behind evidence and a human gate.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in SUBCOMMAND_MODULES:
+    modules = [MODULE_OF[command]] if command in MODULE_OF else list(SUBCOMMAND_MODULES)
+    for module_name in modules:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
@@ -45,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in arguments if not a.startswith("-")), None)
+    parser = build_parser(command)
+    args = parser.parse_args(arguments)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

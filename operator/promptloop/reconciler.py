@@ -70,13 +70,15 @@ from promptloop.rollout.window import Cumulative, window_counts
 from promptloop.routers.agentfield import AgentFieldRouter, RetryPolicy
 from promptloop.routers.base import RouterError, RouterForbidden
 
-__all__ = ["HEARTBEAT_FRESH", "REJECT_ANNOTATION", "Reconciler"]
+__all__ = ["APPROVED_BY_ANNOTATION", "HEARTBEAT_FRESH", "REJECT_ANNOTATION", "Reconciler"]
 
 log = logging.getLogger("promptloop.reconciler")
 
 # AgentField's own stale threshold for heartbeats (agentfield-api.md §2).
 HEARTBEAT_FRESH = timedelta(seconds=60)
 REJECT_ANNOTATION = f"{DOMAIN}/rejected"
+# Written at admission by the optional approval policy (manifests/approval-policy).
+APPROVED_BY_ANNOTATION = f"{DOMAIN}/approved-by"
 
 
 def _now() -> datetime:
@@ -413,6 +415,19 @@ class Reconciler:
             name = proposal.metadata.name
             current = proposal.status
             if current.phase in PROPOSAL_TERMINAL:
+                taken.setdefault(proposal.spec.version, name)
+                continue
+            if proposal.metadata.annotations.get(REJECT_ANNOTATION) == "true" and (
+                status.canary is None or status.canary.proposal != name
+            ):
+                # Rejected before its turn: it never gets children or traffic.
+                updated = current.model_copy(deep=True)
+                updated.phase = ProposalPhase.REJECTED
+                updated.message = "rejected before it started"
+                state.proposal_status[name] = updated
+                state.notices.append(
+                    (self._proposal_ref(proposal), plan.Notice(True, "Rejected", updated.message))
+                )
                 taken.setdefault(proposal.spec.version, name)
                 continue
             problem = self._validate(
@@ -1014,7 +1029,12 @@ def _condition_since(status: AgentRolloutStatus, type_: str) -> datetime | None:
 
 
 def _approver(proposal: PromptProposal) -> str | None:
-    """Who set spec.approved, as far as the API server records it (the field manager)."""
+    """Who set spec.approved: the person, when the shipped approval policy stamped
+    ``promptloop.dev/approved-by`` at admission; otherwise the client that wrote the field (its
+    managedFields manager, e.g. kubectl-patch), which is all the API server itself records."""
+    stamped = proposal.metadata.annotations.get(APPROVED_BY_ANNOTATION)
+    if stamped:
+        return stamped
     managers = (
         proposal.metadata.model_extra.get("managedFields", [])
         if proposal.metadata.model_extra

@@ -251,6 +251,18 @@ def test_second_proposal_queues_then_runs(scenario: Scenario) -> None:
         "get", "deploy", "-n", scenario.namespace, "-o", "name"
     ).stdout.split()
     assert "deployment.apps/classifier-v2-2-0" not in deployments
+    # A queued proposal rejected before its turn never gets children.
+    scenario.propose("classifier-2-3-0", "2.3.0", BETTER + " Logins are bugs.")
+    scenario.wait_proposal_phase("classifier-2-3-0", "Pending", timeout=30)
+    scenario.kube.kubectl(
+        "annotate",
+        "pp",
+        "classifier-2-3-0",
+        "-n",
+        scenario.namespace,
+        "promptloop.dev/rejected=true",
+    )
+    scenario.wait_proposal_phase("classifier-2-3-0", "Rejected", timeout=30)
     # The active one ends (rejected here); the queued one takes its place at once.
     scenario.kube.kubectl(
         "annotate",
@@ -264,6 +276,11 @@ def test_second_proposal_queues_then_runs(scenario: Scenario) -> None:
     scenario.wait_proposal_phase("classifier-2-2-0", "Rendered", timeout=30)
     rollout = scenario.rollout()
     assert _status(rollout)["canary"]["version"] == "2.2.0"
+    assert scenario.proposal("classifier-2-3-0")["status"]["phase"] == "Rejected"
+    deployments = scenario.kube.kubectl(
+        "get", "deploy", "-n", scenario.namespace, "-o", "name"
+    ).stdout.split()
+    assert "deployment.apps/classifier-v2-3-0" not in deployments
 
 
 def test_withdrawn_approval_rejects(scenario: Scenario) -> None:

@@ -36,7 +36,7 @@ P = ProposalPhase
 R = RolloutPhase
 
 PROPOSAL_TRANSITIONS: Final[dict[ProposalPhase | None, frozenset[ProposalPhase]]] = {
-    None: frozenset({P.PENDING, P.RENDERED, P.INVALID}),
+    None: frozenset({P.PENDING, P.RENDERED, P.INVALID, P.REJECTED}),
     P.PENDING: frozenset({P.RENDERED, P.INVALID, P.REJECTED}),
     P.RENDERED: frozenset({P.CANARY, P.ROLLED_BACK, P.REJECTED, P.INVALID}),
     P.CANARY: frozenset({P.AWAITING_APPROVAL, P.PROMOTED, P.ROLLED_BACK, P.REJECTED}),
@@ -47,7 +47,7 @@ PROPOSAL_TRANSITIONS: Final[dict[ProposalPhase | None, frozenset[ProposalPhase]]
     P.SUPERSEDED: frozenset(),
     # A proposal found invalid may become valid once the missing object appears (a Secret
     # created after the proposal, a rollout applied later by the same GitOps sync).
-    P.INVALID: frozenset({P.PENDING, P.RENDERED}),
+    P.INVALID: frozenset({P.PENDING, P.RENDERED, P.REJECTED}),
 }
 
 # Phases after which a proposal never takes traffic again.
