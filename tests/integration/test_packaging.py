@@ -349,6 +349,7 @@ def test_chart_install_runs_a_canary_to_promoted_under_its_own_rbac(
         assert scenario.rollout()["status"]["stableVersion"] == "2.1.0"
         # The platform's record of who approved (MutatingAdmissionPolicy).
         assert promoted["metadata"]["annotations"]["promptloop.dev/approved-by"] == approver
+        assert promoted["status"]["approval"]["approvedBy"] == approver
 
         # Nothing the operator does not own was written.
         challenger = get_full(kube, "deployment", promoted["status"]["deploymentName"], namespace)
