@@ -229,11 +229,28 @@ class Scenario:
         ).stdout
 
     def close(self) -> None:
-        """Stop the operators and the simulated agents."""
+        """Stop the operators and the simulated agents, and drop kopf's finalizers so that the
+        namespace can be deleted without an operator (as kopf's own test clean-up does)."""
         for process in self.operators:
             process.stop()
         if self.agents:
             self.agents.close()
+        for kind in ("promptproposals", "agentrollouts"):
+            names = self.kube.kubectl(
+                "get", kind, "-n", self.namespace, "-o", "name", check=False
+            ).stdout.split()
+            for name in names:
+                self.kube.kubectl(
+                    "patch",
+                    name,
+                    "-n",
+                    self.namespace,
+                    "--type",
+                    "merge",
+                    "-p",
+                    '{"metadata":{"finalizers":null}}',
+                    check=False,
+                )
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ under the shipped ServiceAccount and ClusterRole: the disposal side of the loop 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -69,9 +70,21 @@ def test_happy_path_to_promoted(scenario: Scenario) -> None:
     weights = scenario.agents.weights()
     assert weights["2.1.0"] == 10000 and weights["2.0.0"] == 1
     # The user's Deployment was never modified by the operator.
-    user = scenario.get("deployment", "classifier")
-    managers = {entry["manager"] for entry in user["metadata"].get("managedFields", [])}
-    assert "promptloop-operator" not in managers
+    user = json.loads(
+        scenario.kube.kubectl(
+            "get",
+            "deployment",
+            "classifier",
+            "-n",
+            scenario.namespace,
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ).stdout
+    )
+    managers = {entry["manager"] for entry in user["metadata"]["managedFields"]}
+    assert managers and "promptloop-operator" not in managers
+    assert user["metadata"]["generation"] == 1
 
 
 def _status(rollout: dict) -> dict:  # type: ignore[type-arg]
