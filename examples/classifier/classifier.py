@@ -90,8 +90,9 @@ async def classify(text: str, correct_label: str | None = None) -> dict[str, Any
                 {"role": "system", "content": config.system_prompt},
                 {"role": "user", "content": text},
             ],
-            temperature=0,
-            max_tokens=5,
+            # As the improver's --evaluate replays ask: a cap that bounds a chatty model's cost,
+            # and a temperature only when one is configured (reasoning models refuse it).
+            **config.model_options(),
         )
     except OpenAIError as error:
         FAILURES.labels(config.version, "error").inc()

@@ -93,6 +93,9 @@ class ClassifierConfig:
         Where the agent listens: ``HOST`` (default ``0.0.0.0``) and ``PORT`` (default 8001).
     failures_key, failures_limit, outcomes_prefix
         ``FAILURES_KEY``, ``FAILURES_LIMIT`` and ``OUTCOMES_PREFIX``.
+    max_tokens, temperature
+        ``CLASSIFIER_MAX_TOKENS`` (default 16, the cap the improver's evaluation uses) and
+        ``CLASSIFIER_TEMPERATURE`` (not sent unless set).
     """
 
     node_id: str
@@ -105,6 +108,15 @@ class ClassifierConfig:
     failures_key: str
     failures_limit: int
     outcomes_prefix: str
+    max_tokens: int = 16
+    temperature: float | None = None
+
+    def model_options(self) -> dict[str, Any]:
+        """Extra chat-completion arguments: the answer cap, and the temperature when set."""
+        options: dict[str, Any] = {"max_completion_tokens": self.max_tokens}
+        if self.temperature is not None:
+            options["temperature"] = self.temperature
+        return options
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ClassifierConfig:
@@ -147,6 +159,9 @@ class ClassifierConfig:
         try:
             port = int(env.get("PORT", "8001"))
             limit = int(env.get("FAILURES_LIMIT", str(DEFAULT_FAILURES_LIMIT)))
+            max_tokens = int(env.get("CLASSIFIER_MAX_TOKENS", "16"))
+            raw_temperature = env.get("CLASSIFIER_TEMPERATURE", "")
+            temperature = float(raw_temperature) if raw_temperature.strip() else None
         except ValueError as error:
             raise ConfigError(f"not a number: {error}") from None
         if limit < 1:
@@ -162,6 +177,8 @@ class ClassifierConfig:
             failures_key=env.get("FAILURES_KEY") or DEFAULT_FAILURES_KEY,
             failures_limit=limit,
             outcomes_prefix=env.get("OUTCOMES_PREFIX") or DEFAULT_OUTCOMES_PREFIX,
+            max_tokens=max_tokens,
+            temperature=temperature,
         )
 
 

@@ -67,6 +67,9 @@ def test_config_prefers_the_operator_version_and_reads_a_prompt_file(tmp_path: P
     )
     assert plain.outcomes_prefix == "promptloop.outcomes"
     assert plain.failures_key == "failures"
+    assert plain.model_options() == {"max_completion_tokens": 16}
+    warm = ClassifierConfig.from_env({**BASE, "CLASSIFIER_TEMPERATURE": "0"})
+    assert warm.model_options() == {"max_completion_tokens": 16, "temperature": 0.0}
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -97,6 +98,7 @@ BASE_PROMPT = "Classify the ticket as billing, bug, or other. One word."
 STATE_FILE = "demo.json"
 SUMMARY_FILE = "summary.json"
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _TERMINAL_FAILURES = frozenset({"RolledBack", "Rejected", "Invalid", "Superseded"})
 
 
@@ -187,7 +189,7 @@ class Reporter:
             self._banner = text
         if self.live:
             self.redraw(force=True)
-        else:
+        elif text:
             with self._lock:
                 print(text, file=self.stream, flush=True)
 
@@ -199,28 +201,46 @@ class Reporter:
             self.redraw()
 
     def redraw(self, *, force: bool = False) -> None:
-        """Redraw the screen: the live view, the banner, then the latest log lines."""
+        """Redraw the screen: a title, the live view, the banner, then the latest log lines.
+
+        The view arrives wrapped to the terminal's width; log lines are cut to it; banner lines
+        (the approval command) are never cut, so that they can be copied whole.
+        """
         with self._lock:
             now = time.monotonic()
             if not force and now - self._drawn < 0.3:
                 return
             self._drawn = now
             size = shutil.get_terminal_size((100, 40))
-            height = max(20, size.lines)
-            view = self._view.splitlines()
+            columns, height = max(40, size.columns), max(20, size.lines)
+
+            def rows(line: str) -> int:
+                return max(1, math.ceil(len(_ANSI.sub("", line)) / columns))
+
+            title = (
+                f"promptloop demo · {self.elapsed():.0f}s · Ctrl-C stops it and everything it "
+                "started"
+            )[:columns]
             banner = self._banner.splitlines()
-            log_room = max(6, height // 3)
+            banner_rows = sum(rows(line) for line in banner)
+            log_room = max(5, (height - banner_rows) // 3)
             log: list[str] = []
             for entry in reversed(self._log):
-                entry_lines = entry.splitlines()
+                entry_lines = [line[:columns] for line in entry.splitlines()]
                 if len(log) + len(entry_lines) > log_room:
                     break
                 log[:0] = entry_lines
-            view_room = max(0, height - len(log) - len(banner) - 3)
-            if len(view) > view_room:
-                view = [*view[: max(0, view_room - 1)], "… (view cut to fit the terminal)"]
-            screen = [*view, *banner, "── demo log " + "─" * 40, *log]
-            self.stream.write("\x1b[H\x1b[2J" + "\n".join(line[: size.columns] for line in screen))
+            view_room = max(0, height - 2 - banner_rows - len(log))
+            view: list[str] = []
+            used = 0
+            for line in self._view.splitlines():
+                if used + rows(line) > view_room - 1:
+                    view.append("… (the view is cut to fit the terminal)")
+                    break
+                view.append(line)
+                used += rows(line)
+            screen = [title, *view, *banner, "── demo log " + "─" * (columns - 13), *log]
+            self.stream.write("\x1b[H\x1b[2J" + "\n".join(screen))
             self.stream.flush()
 
     def finish(self) -> None:
@@ -1050,6 +1070,7 @@ class Demo:
                     self._await_approval(custom, proposal)
                 if (proposal.get("spec") or {}).get("approved") and self.marks.approved is None:
                     self.marks.approved = self.r.elapsed()
+                    self.r.banner("")
                     self.say(f"{self.proposal_name} is approved: the operator acts on it at once")
             line = _status_line(rollout)
             since = time.monotonic() - last_status_at
