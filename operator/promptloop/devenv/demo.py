@@ -643,7 +643,10 @@ class Demo:
         self.proposal: dict[str, Any] = {}
         self.approval_shown = False
         self.improver_runs = 0
+        # Token-bearing kubeconfigs of the two ServiceAccounts, removed when the demo ends.
         self.operator_kubeconfig = self.state_dir / "operator-kubeconfig"
+        self.improver_kubeconfig = self.state_dir / "improver-kubeconfig"
+        self.inherit_cluster = False
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -694,13 +697,20 @@ class Demo:
                 )
             self.say("cleaning up what an earlier demo left behind")
             demo_down(self.state_dir, say=self.r.sayer("demo-down"), stop_cluster=False)
+            # A control plane an earlier demo started (and did not get to stop) is this run's to
+            # stop at the end: nobody else was using it before the demo.
+            self.inherit_cluster = (
+                bool(previous.get("cluster_started"))
+                and Path(str(previous.get("cluster_state_dir") or "")).resolve()
+                == cluster.default_state_dir().resolve()
+            )
         self.record = {
             "pid": os.getpid(),
             "namespace": self.namespace,
             "started_at": datetime.now(UTC).isoformat(),
             "kubeconfig": str(self.kubeconfig),
             "cluster_started": False,
-            "cluster_state_dir": str(cluster.default_state_dir()),
+            "cluster_state_dir": str(cluster.default_state_dir().resolve()),
             "agents": {},
         }
         self._save()
@@ -736,7 +746,13 @@ class Demo:
         cluster.build()
         state = cluster.up(state_dir=state_dir)
         self.kubeconfig = state.kubeconfig.resolve()
-        self.cluster_started = not running
+        self.cluster_started = not running or (
+            self.inherit_cluster and self.options.kubeconfig is None
+        )
+        if running and self.cluster_started:
+            self.say(
+                "it was started by an earlier demo that did not stop it: stopping it at the end"
+            )
         self.record.update(kubeconfig=str(self.kubeconfig), cluster_started=self.cluster_started)
         self._save()
         self.say(f"control plane at {state.server}; kubeconfig {_relative(self.kubeconfig)}")
@@ -791,6 +807,7 @@ class Demo:
 
     def _crds_and_operator_identity(self) -> None:
         root = cluster.project_root()
+        base = root / "manifests" / "base"
         crds = [
             arg
             for path in sorted((root / "crds").glob("promptloop.dev_*.yaml"))
@@ -800,13 +817,20 @@ class Demo:
         self._kubectl("apply", "--server-side", "--force-conflicts", *crds)
         self._kubectl("wait", "--for=condition=Established", "--timeout=60s", *crds)
         self.say(
-            "applying the operator's ServiceAccount and least-privilege ClusterRole "
-            "(manifests/base/rbac.yaml); the operator runs under that account's token"
+            "applying the identities the chart installs (manifests/base): the operator's "
+            "ServiceAccount and least-privilege ClusterRole, and the improver's, which may create "
+            "PromptProposals and nothing else (an admission policy stops it from approving one). "
+            "Both run under their own account's token"
         )
-        self._kubectl("apply", "-f", str(root / "manifests" / "base" / "namespace.yaml"))
-        self._kubectl("apply", "-f", str(root / "manifests" / "base" / "rbac.yaml"))
+        for name in ("namespace.yaml", "rbac.yaml", "improver-rbac.yaml", "improver-policy.yaml"):
+            self._kubectl("apply", "-f", str(base / name))
+        self._service_account_kubeconfig("promptloop-operator", self.operator_kubeconfig)
+        self._service_account_kubeconfig("promptloop-improver", self.improver_kubeconfig)
+
+    def _service_account_kubeconfig(self, account: str, path: Path) -> None:
+        """A kubeconfig that authenticates as ``promptloop-system/<account>`` (a 4 h token)."""
         token = self._kubectl(
-            "create", "token", "promptloop-operator", "-n", "promptloop-system", "--duration=4h"
+            "create", "token", account, "-n", "promptloop-system", "--duration=4h"
         ).strip()
         admin = json.loads(self._kubectl("config", "view", "--raw", "--minify", "-o", "json"))
         server = admin["clusters"][0]["cluster"]
@@ -822,13 +846,18 @@ class Demo:
                     "cluster": {"server": server["server"], "certificate-authority-data": ca},
                 }
             ],
-            "users": [{"name": "promptloop-operator", "user": {"token": token}}],
-            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "promptloop-operator"}}],
+            "users": [{"name": account, "user": {"token": token}}],
+            "contexts": [
+                {
+                    "name": "c",
+                    "context": {"cluster": "c", "user": account, "namespace": self.namespace},
+                }
+            ],
             "current-context": "c",
         }
         # The file holds a token: created private before anything is written into it.
-        self.operator_kubeconfig.unlink(missing_ok=True)
-        fd = os.open(self.operator_kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(config, handle)
 
@@ -1143,10 +1172,13 @@ class Demo:
             "--apply",
         ]
         shown = " ".join(["promptloop", *command[3:]])
-        self.r.say("improve", f"running: {shown}")
+        self.r.say(
+            "improve",
+            f"running: {shown}  (as ServiceAccount promptloop-system/promptloop-improver)",
+        )
         env = dict(
             os.environ,
-            KUBECONFIG=str(self.kubeconfig),
+            KUBECONFIG=str(self.improver_kubeconfig),
             OPENAI_BASE_URL=self.model.base_url,
             OPENAI_API_KEY=self.model.api_key,
             OPENAI_MODEL=self.model.model,
@@ -1407,6 +1439,8 @@ class Demo:
                 f"left running: the control plane, and namespace {self.namespace} with the "
                 "demo's objects (make demo-down removes them)"
             )
+        for token_file in (self.operator_kubeconfig, self.improver_kubeconfig):
+            token_file.unlink(missing_ok=True)
         if self.record:
             self.record.update(pid=0, agents={}, operator=None, finished=True)
             with contextlib.suppress(OSError):
@@ -1640,7 +1674,8 @@ def demo_down(
         report("stopping the control plane the demo had started")
         cluster.down(state_dir=cluster_dir, quiet=True)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
-    (state_dir / "operator-kubeconfig").unlink(missing_ok=True)
+    for token_file in ("operator-kubeconfig", "improver-kubeconfig"):
+        (state_dir / token_file).unlink(missing_ok=True)
     report("done")
 
 
