@@ -1584,7 +1584,7 @@ def _delete_namespace(api: Any, namespace: str, *, say: Callable[[str], None]) -
         if error.status == 404:
             return
         raise
-    say(f"deleting namespace {namespace} (left by an earlier run)")
+    say(f"deleting namespace {namespace} and the demo's objects in it")
     for plural in (PROPOSAL_PLURAL, ROLLOUT_PLURAL):
         with contextlib.suppress(ApiException):
             listing = _obj(
