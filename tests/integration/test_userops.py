@@ -119,8 +119,13 @@ class PtyProcess:
         tail = self.output[start:].decode(errors="replace")[-2000:]
         raise AssertionError(f"{needle!r} not seen within {timeout}s; output tail:\n{tail}")
 
-    def interrupt(self, timeout: float = 15) -> int:
-        """Ctrl-C (SIGINT), then the exit code; drains the terminal meanwhile."""
+    def interrupt(self, timeout: float = 30) -> int:
+        """Ctrl-C (SIGINT), then the exit code.
+
+        The terminal is drained until the process is reaped: a process exiting with output the
+        other side has not read can wait in the kernel's tty close, so a wait that stops reading
+        could hang on the harness rather than on the program.
+        """
         self.proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None and time.monotonic() < deadline:
@@ -128,13 +133,18 @@ class PtyProcess:
             if ready:
                 with contextlib.suppress(OSError):
                     self.output += os.read(self.master, 65536)
-        code = self.proc.wait(timeout=5)
-        with contextlib.suppress(OSError):
-            while select.select([self.master], [], [], 0.2)[0]:
-                chunk = os.read(self.master, 65536)
-                if not chunk:
-                    break
-                self.output += chunk
+        code = self.proc.poll()
+        if code is None:
+            try:
+                state = Path(f"/proc/{self.proc.pid}/stat").read_text().split()[2]
+                stack = Path(f"/proc/{self.proc.pid}/stack").read_text()
+            except OSError as error:
+                state, stack = "?", str(error)
+            tail = self.output.decode(errors="replace")[-1500:]
+            raise AssertionError(
+                f"status -w did not exit within {timeout}s of Ctrl-C (state {state}):\n"
+                f"{stack}\noutput tail:\n{tail}"
+            )
         return code
 
     def close(self) -> None:
