@@ -91,7 +91,7 @@ run: $(STAMP) ## Run the operator against PROMPTLOOP_KUBECONFIG (default: the lo
 
 .PHONY: test
 test: $(STAMP) cluster-build helm ## Run every test: unit, then integration and e2e on the real local control plane
-	@KUBECONFIG=$(PROMPTLOOP_KUBECONFIG) $(PY) -m pytest tests $(PYTEST_ARGS)
+	@KUBECONFIG=$(PROMPTLOOP_KUBECONFIG) $(PY) -m pytest tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: $(STAMP) helm ## Run the fast tests that need no cluster
