@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,18 +29,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
+from promptloop.devenv.procs import free_port
+
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTLOOP = str(Path(sys.executable).parent / "promptloop")
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(

@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from promptloop.devenv.agentfield_standin import STANDIN_NAME, STANDIN_REASON
+from promptloop.devenv.procs import alive
 
 __all__ = [
     "ENV_FILE",
@@ -109,19 +110,7 @@ def _alive(pid: int) -> bool:
     child = _CHILDREN.get(pid)
     if child is not None:
         return child.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A stand-in started by an earlier `up` is re-parented once that command exits; until its new
-    # parent reaps it, an exited one is a zombie that still answers kill(0).
-    with contextlib.suppress(OSError, IndexError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
+    return alive(pid)
 
 
 def _is_standin(pid: int) -> bool:

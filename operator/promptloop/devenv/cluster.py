@@ -20,8 +20,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -34,6 +32,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
+
+from promptloop.devenv.procs import alive, free_port, stop_pid
 
 __all__ = [
     "K8S_VERSION",
@@ -498,28 +498,6 @@ class ClusterState:
         return cls(**data)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours still answers kill(0); reap it if it is ours.
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    return True
-
-
 def _start(name: str, args: Sequence[str], logs: Path) -> int:
     log: TextIO = (logs / f"{name}.log").open("a")
     # A new session: the processes outlive this command (`make cluster-up` returns) and are
@@ -558,7 +536,7 @@ def _wait(what: str, check: Any, *, timeout: float, pids: dict[str, int], logs: 
         if check():
             return
         for name, pid in pids.items():
-            if not _alive(pid):
+            if not alive(pid):
                 tail = "\n".join((logs / f"{name}.log").read_text().splitlines()[-30:])
                 raise ClusterError(f"{name} exited while waiting for {what}:\n{tail}")
         time.sleep(0.25)
@@ -572,7 +550,7 @@ def is_healthy(state_dir: Path | None = None) -> bool:
         state = ClusterState.load(state_dir)
     except (ClusterError, OSError, ValueError, TypeError):
         return False
-    if not all(_alive(pid) for pid in state.pids.values()):
+    if not all(alive(pid) for pid in state.pids.values()):
         return False
     code, body = _get(f"{state.server}/readyz", context=_ssl_context(state_dir))
     return code == 200 and body.strip() == "ok"
@@ -637,8 +615,8 @@ def up(
     pki = state_dir / "pki"
     _make_pki(pki)
 
-    etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
-    kcm_port, scheduler_port = _free_port(), _free_port()
+    etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
+    kcm_port, scheduler_port = free_port(), free_port()
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     server = f"https://127.0.0.1:{api_port}"
     pids: dict[str, int] = {}
@@ -668,7 +646,7 @@ def up(
                 "--initial-cluster",
                 f"promptloop=http://127.0.0.1:{peer_port}",
                 "--listen-metrics-urls",
-                f"http://127.0.0.1:{_free_port()}",
+                f"http://127.0.0.1:{free_port()}",
                 "--unsafe-no-fsync",
                 "--log-level",
                 "warn",
@@ -815,7 +793,7 @@ def up(
                 # The default pod CIDR overlaps the service range above.
                 "--cidr=10.244.0.0/24",
                 "--server-address",
-                f"127.0.0.1:{_free_port()}",
+                f"127.0.0.1:{free_port()}",
             ],
             logs,
         )
@@ -905,7 +883,7 @@ def down(*, state_dir: Path | None = None, quiet: bool = False) -> None:
             _say("no cluster running")
         return
     for name, pid in reversed(list(state.pids.items())):
-        _stop_pid(pid)
+        stop_pid(pid, grace=10)
         if not quiet:
             _say(f"stopped {name} (pid {pid})")
     for leftover in ("etcd", "pki", "logs", "state.json", "kubeconfig"):
@@ -916,23 +894,6 @@ def down(*, state_dir: Path | None = None, quiet: bool = False) -> None:
             path.unlink(missing_ok=True)
     for user_kubeconfig in state_dir.glob("kubeconfig-*"):
         user_kubeconfig.unlink(missing_ok=True)
-
-
-def _stop_pid(pid: int, grace: float = 10) -> None:
-    if not _alive(pid):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def status(state_dir: Path | None = None) -> dict[str, Any]:
@@ -946,7 +907,7 @@ def status(state_dir: Path | None = None) -> dict[str, Any]:
         "running": is_healthy(state_dir),
         "server": state.server,
         "kubeconfig": str(state.kubeconfig),
-        "processes": {name: {"pid": pid, "alive": _alive(pid)} for name, pid in state.pids.items()},
+        "processes": {name: {"pid": pid, "alive": alive(pid)} for name, pid in state.pids.items()},
     }
 
 

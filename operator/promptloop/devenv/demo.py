@@ -71,7 +71,8 @@ from promptloop.constants import (
     VERSION,
 )
 from promptloop.devenv import cluster
-from promptloop.devenv.kubelet import ProcessKubelet, free_port
+from promptloop.devenv.kubelet import ProcessKubelet
+from promptloop.devenv.procs import free_port, runs, stop_pid
 from promptloop.devenv.traffic import TrafficDriver, VersionTally, load_tickets
 
 __all__ = [
@@ -292,41 +293,11 @@ def _run(
     return proc.stdout
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError, IndexError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
-
-
 def _cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
-
-
-def _stop_pid(pid: int, marker: bytes, grace: float = 10.0) -> bool:
-    """SIGTERM, then SIGKILL, a process whose command line contains ``marker`` (a recycled PID
-    running something else is never signalled)."""
-    if not _alive(pid) or marker not in _cmdline(pid):
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return True
 
 
 def _http_json(
@@ -690,7 +661,7 @@ class Demo:
         previous = _read_record(self.state_dir)
         if previous is not None:
             pid = int(previous.get("pid") or 0)
-            if pid and pid != os.getpid() and _alive(pid) and b"demo" in _cmdline(pid):
+            if pid and pid != os.getpid() and runs(pid, b"demo"):
                 raise DemoError(
                     f"another demo is running from {_relative(self.state_dir)} (pid {pid}); "
                     "`make demo-down` stops it"
@@ -1642,14 +1613,14 @@ def demo_down(
         report(f"no demo recorded in {_relative(state_dir)}")
         return
     pid = int(record.get("pid") or 0)
-    if pid and pid != os.getpid() and _stop_pid(pid, b"demo", grace=60):
+    if pid and pid != os.getpid() and stop_pid(pid, marker=b"demo", grace=60):
         report(f"stopped the running demo (pid {pid}); it cleaned up after itself")
         record = _read_record(state_dir) or record
     for name, agent_pid in (record.get("agents") or {}).items():
-        if _stop_pid(int(agent_pid), b"classifier.py"):
+        if stop_pid(int(agent_pid), marker=b"classifier.py"):
             report(f"stopped the agent process of {name} (pid {agent_pid})")
     operator_pid = int(record.get("operator") or 0)
-    if operator_pid and _stop_pid(operator_pid, b"operator"):
+    if operator_pid and stop_pid(operator_pid, marker=b"operator"):
         report(f"stopped the operator (pid {operator_pid})")
     from promptloop.devenv import agentfield, llm
 

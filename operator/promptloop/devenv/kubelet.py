@@ -34,7 +34,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -42,6 +41,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from promptloop.devenv.procs import free_port
 
 __all__ = [
     "AgentProcess",
@@ -419,14 +420,6 @@ def describe_process(
 
 # ------------------------------------------------------------------------------------------------
 # I/O
-
-
-def free_port() -> int:
-    """A free TCP port on loopback (the "pod IP" port an agent listens on)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

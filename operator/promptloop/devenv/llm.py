@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from promptloop.devenv import llm_simulator
+from promptloop.devenv.procs import alive
 
 __all__ = [
     "ENV_FILE",
@@ -99,27 +100,13 @@ def _healthy(url: str, timeout: float = 1.0) -> bool:
     return isinstance(body, dict) and body.get("simulator") == "deterministic"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) is not alive for our purposes.
-    stat = Path(f"/proc/{pid}/stat")
-    with contextlib.suppress(OSError):
-        return stat.read_text().split(") ", 1)[1][:1] != "Z"
-    return True
-
-
 def _is_simulator(pid: int) -> bool:
     # Guards against a recycled pid: only a process running the simulator module is ours.
     cmdline = Path(f"/proc/{pid}/cmdline")
     try:
         return b"promptloop.devenv.llm_simulator" in cmdline.read_bytes()
     except OSError:
-        return _alive(pid)
+        return alive(pid)
 
 
 def _running(state_dir: Path) -> SimulatorHandle | None:
@@ -132,7 +119,7 @@ def _running(state_dir: Path) -> SimulatorHandle | None:
         url = env["OPENAI_BASE_URL"].removesuffix("/v1")
     except (OSError, ValueError, KeyError):
         return None
-    if _alive(pid) and _is_simulator(pid) and _healthy(url):
+    if alive(pid) and _is_simulator(pid) and _healthy(url):
         return SimulatorHandle(url=url, pid=pid, state_dir=state_dir)
     return None
 
@@ -247,12 +234,12 @@ def stop_llm_simulator(
         with contextlib.suppress(OSError, ValueError):
             pid = int((state / PID_FILE).read_text().strip())
     stopped = False
-    if pid is not None and _alive(pid) and _is_simulator(pid):
+    if pid is not None and alive(pid) and _is_simulator(pid):
         os.kill(pid, signal.SIGTERM)
         give_up = time.monotonic() + deadline_s
-        while _alive(pid) and time.monotonic() < give_up:
+        while alive(pid) and time.monotonic() < give_up:
             time.sleep(0.05)  # polling a condition, with a deadline
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
         stopped = True
     child = _CHILDREN.pop(pid, None) if pid is not None else None
