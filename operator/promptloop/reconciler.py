@@ -68,7 +68,7 @@ from promptloop.rollout.phases import (
 from promptloop.rollout.traffic import TrafficVerdict, verify_traffic
 from promptloop.rollout.window import Cumulative, window_counts
 from promptloop.routers.agentfield import AgentFieldRouter, RetryPolicy
-from promptloop.routers.base import RouterError, RouterForbidden
+from promptloop.routers.base import RouterError, RouterForbidden, VersionInfo
 
 __all__ = ["APPROVED_BY_ANNOTATION", "HEARTBEAT_FRESH", "REJECT_ANNOTATION", "Reconciler"]
 
@@ -93,6 +93,8 @@ class _Pass:
     status: AgentRolloutStatus
     proposals: list[PromptProposal]
     proposal_status: dict[str, PromptProposalStatus] = field(default_factory=dict)
+    # AgentField's versions, listed once per pass (by the readiness check or the router step).
+    versions: list[VersionInfo] | None = None
     notices: list[tuple[dict[str, Any], plan.Notice]] = field(default_factory=list)
 
     def proposal(self, name: str) -> PromptProposal:
@@ -166,23 +168,27 @@ class Reconciler:
         rollout = AgentRollout.model_validate(raw)
         namespace = rollout.metadata.namespace or "default"
         now = self.clock()
-        proposals = sorted(
+        state = _Pass(rollout, rollout.status.model_copy(deep=True), [])
+        original = rollout.status.model_copy(deep=True)
+        state.status.observed_generation = rollout.metadata.generation
+        # Independent reads run concurrently: a pass's length is what an approval may wait for.
+        raw_proposals, (token, token_problem), stable_deployment = await asyncio.gather(
+            self.kube.list_proposals(namespace),
+            self._token(rollout),
+            self._stable_deployment(state),
+        )
+        state.proposals = proposals = sorted(
             (
                 PromptProposal.model_validate(p)
-                for p in await self.kube.list_proposals(namespace)
+                for p in raw_proposals
                 if p.get("spec", {}).get("rolloutRef", {}).get("name") == rollout.metadata.name
             ),
             key=lambda p: (p.metadata.creation_timestamp or "", p.metadata.name),
         )
-        state = _Pass(rollout, rollout.status.model_copy(deep=True), proposals)
-        original = rollout.status.model_copy(deep=True)
         original_proposals = {p.metadata.name: p.status for p in proposals}
-        state.status.observed_generation = rollout.metadata.generation
-
-        token = await self._token(state)
-        stable_deployment: dict[str, Any] | None = None
-        if token is not None:
-            stable_deployment = await self._stable_deployment(state)
+        if token is None:
+            self._invalidate(state.status, token_problem, reason="MissingSecret")
+            stable_deployment = None
         stable_prompt: str | None = None
         if stable_deployment is not None:
             try:
@@ -196,7 +202,8 @@ class Reconciler:
                 stable_deployment = None
         if token is None or stable_deployment is None:
             self._hold_unstarted_proposals(state, state.status.message or "")
-            await self._commit(state, original, original_proposals, raw, now)
+            await self._commit(state, original, raw)
+            await self._commit_rest(state, original_proposals)
             return
         if state.status.phase is RolloutPhase.INVALID:
             # What made the rollout invalid is fixed (the Secret or Deployment appeared).
@@ -236,14 +243,15 @@ class Reconciler:
         for deployment in filter(None, [challenger_scale_to_zero, *stale_challengers]):
             await self._scale_to_zero(namespace, deployment)
         # Intent before the router: a crash after this write re-asserts the same weights.
-        await self._commit(state, original, original_proposals, raw, now)
+        await self._commit(state, original, raw)
         await self._assert_router(state, router, raw, now)
+        await self._commit_rest(state, original_proposals)
 
     # ------------------------------------------------------------------------------------
     # Rollout-level checks
 
-    async def _token(self, state: _Pass) -> str | None:
-        rollout = state.rollout
+    async def _token(self, rollout: AgentRollout) -> tuple[str | None, str]:
+        """The connector token, or None and why not (the caller invalidates the rollout)."""
         agentfield = rollout.spec.router.agentfield
         assert agentfield is not None  # exactly one router, checked at admission
         ref = agentfield.token_secret_ref
@@ -251,16 +259,13 @@ class Reconciler:
         try:
             token = await self.kube.get_secret_value(namespace, ref.name, ref.key)
         except KubeError as error:
-            token, reason = None, str(error)
-        else:
-            reason = f"Secret {ref.name} has no key {ref.key} (or does not exist)"
+            return None, f"cannot read the connector token: {error}"
         if token is None:
-            self._invalidate(
-                state.status,
-                f"cannot read the connector token: {reason}",
-                reason="MissingSecret",
+            return None, (
+                "cannot read the connector token: "
+                f"Secret {ref.name} has no key {ref.key} (or does not exist)"
             )
-        return token
+        return token, ""
 
     def _hold_unstarted_proposals(self, state: _Pass, message: str) -> None:
         """Proposals not yet rendered cannot start while the rollout is invalid: say why."""
@@ -369,6 +374,15 @@ class Reconciler:
                 updated.deployment_name = status.canary.deployment
                 updated.prompt_digest = status.canary.prompt_digest
                 updated.message = "challenger rendered (recorded after a restart)"
+            elif (
+                name == active
+                and current.phase is ProposalPhase.RENDERED
+                and status.canary is not None
+                and status.canary.weight is not None
+            ):
+                updated.phase = ProposalPhase.CANARY
+                updated.weight = status.canary.weight
+                updated.message = f"canary at {status.canary.weight}% (recorded after a restart)"
             elif name != active and current.phase in in_flight:
                 if name == status.stable_proposal:
                     updated.phase = proposal_transition(current.phase, ProposalPhase.PROMOTED)
@@ -643,10 +657,18 @@ class Reconciler:
         canary = state.status.canary
         assert canary is not None and canary.deployment
         namespace = state.rollout.metadata.namespace or "default"
-        try:
-            deployment = await self.kube.get_deployment(namespace, canary.deployment)
-        except NotFound:
+        deployment_read, versions_read = await asyncio.gather(
+            self.kube.get_deployment(namespace, canary.deployment),
+            router.list_versions(state.rollout.spec.agent.node_id),
+            return_exceptions=True,
+        )
+        if isinstance(versions_read, list):
+            state.versions = versions_read
+        if isinstance(deployment_read, NotFound):
             return False, f"Deployment {canary.deployment} not found"
+        if isinstance(deployment_read, BaseException):
+            raise deployment_read
+        deployment = deployment_read
         spec_replicas = deployment.get("spec", {}).get("replicas", 1)
         dstatus = deployment.get("status", {})
         available = dstatus.get("availableReplicas", 0) or 0
@@ -657,10 +679,11 @@ class Reconciler:
                 False,
                 f"Deployment {canary.deployment} has {available}/{spec_replicas} available",
             )
-        try:
-            versions = await router.list_versions(state.rollout.spec.agent.node_id)
-        except RouterError as error:
-            return None, f"cannot list versions in AgentField: {error}"
+        if isinstance(versions_read, RouterError):
+            return None, f"cannot list versions in AgentField: {versions_read}"
+        if isinstance(versions_read, BaseException):
+            raise versions_read
+        versions = versions_read
         match = next((v for v in versions if v.version == proposal.spec.version), None)
         if match is None:
             return False, f"version {proposal.spec.version} is not registered in AgentField"
@@ -843,7 +866,9 @@ class Reconciler:
         namespace = state.rollout.metadata.namespace or "default"
         before = status.model_copy(deep=True)
         try:
-            versions = await router.list_versions(state.rollout.spec.agent.node_id)
+            versions = state.versions
+            if versions is None:
+                versions = await router.list_versions(state.rollout.spec.agent.node_id)
             known = {v.version for v in versions}
             others = sorted(known - {stable} - ({canary_version} if canary_version else set()))
             if canary_version and canary_percent > 0 and canary_version in known:
@@ -949,13 +974,9 @@ class Reconciler:
             await self.kube.scale_deployment(namespace, deployment, 0)
 
     async def _commit(
-        self,
-        state: _Pass,
-        original: AgentRolloutStatus,
-        original_proposals: dict[str, PromptProposalStatus],
-        raw: dict[str, Any],
-        now: datetime,
+        self, state: _Pass, original: AgentRolloutStatus, raw: dict[str, Any]
     ) -> None:
+        """The rollout's status: the intent, written before the router is told anything."""
         namespace = state.rollout.metadata.namespace or "default"
         name = state.rollout.metadata.name
         if state.status.model_dump() != original.model_dump():
@@ -981,6 +1002,18 @@ class Reconciler:
                         ),
                     )
                 )
+
+    async def _commit_rest(
+        self,
+        state: _Pass,
+        original_proposals: dict[str, PromptProposalStatus],
+    ) -> None:
+        """Proposal statuses and Events: after the router, off the approval's critical path.
+
+        A pass killed before these writes is repaired by the next one (:meth:`_repair`): the
+        rollout's status, written first, is the truth.
+        """
+        namespace = state.rollout.metadata.namespace or "default"
         for proposal_name, proposal_status in state.proposal_status.items():
             if proposal_status.model_dump() == original_proposals[proposal_name].model_dump():
                 continue
@@ -988,13 +1021,18 @@ class Reconciler:
                 p.metadata.generation for p in state.proposals if p.metadata.name == proposal_name
             )
             await self._write_proposal_status(namespace, proposal_name, proposal_status)
-        for involved, notice in state.notices:
-            await self.kube.post_event(
-                involved=involved,
-                reason=notice.reason,
-                message=notice.message,
-                warning=notice.warning,
+        await asyncio.gather(
+            *(
+                self.kube.post_event(
+                    involved=involved,
+                    reason=notice.reason,
+                    message=notice.message,
+                    warning=notice.warning,
+                )
+                for involved, notice in state.notices
             )
+        )
+        state.notices.clear()
         self.metrics.observe_phase(state.rollout, state.status)
 
     async def _write_rollout_status(

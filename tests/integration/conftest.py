@@ -3,7 +3,6 @@ AgentField stand-in, and a scenario builder that lays out one agent's objects in
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from collections.abc import Iterator
@@ -16,7 +15,12 @@ import yaml
 
 from promptloop.devenv.agentfield import AgentFieldHandle, start_agentfield, stop_agentfield
 from tests.conftest import KUBECTL, KubeCluster
-from tests.integration.harness import AgentSim, OperatorProcess, wait_for
+from tests.integration.harness import (
+    AgentSim,
+    OperatorProcess,
+    service_account_kubeconfig,
+    wait_for,
+)
 from tests.integration.status_capture import STATUS_DIR, StatusRecorder, capture_enabled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,33 +31,7 @@ def operator_kubeconfig(kube: KubeCluster, tmp_path_factory: pytest.TempPathFact
     """A kubeconfig that authenticates as the operator's ServiceAccount (manifests/base)."""
     kube.kubectl("apply", "-f", str(ROOT / "manifests" / "base" / "namespace.yaml"))
     kube.kubectl("apply", "-f", str(ROOT / "manifests" / "base" / "rbac.yaml"))
-    token = kube.kubectl(
-        "create", "token", "promptloop-operator", "-n", "promptloop-system", "--duration=4h"
-    ).stdout.strip()
-    admin = json.loads(kube.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
-    cluster = admin["clusters"][0]["cluster"]
-    ca = cluster.get("certificate-authority-data")
-    if ca is None:
-        ca = base64.b64encode(Path(cluster["certificate-authority"]).read_bytes()).decode()
-    path = tmp_path_factory.mktemp("operator") / "kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {"server": cluster["server"], "certificate-authority-data": ca},
-                    }
-                ],
-                "users": [{"name": "operator", "user": {"token": token}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "operator"}}],
-                "current-context": "c",
-            }
-        )
-    )
-    return path
+    return service_account_kubeconfig(kube, tmp_path_factory.mktemp("operator") / "kubeconfig")
 
 
 @pytest.fixture(scope="session")

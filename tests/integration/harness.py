@@ -295,3 +295,48 @@ class OperatorProcess:
     def log_text(self) -> str:
         """The whole log (tests assert the token never appears in it)."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def service_account_kubeconfig(
+    kube: Any,
+    path: Path,
+    *,
+    account: str = "promptloop-operator",
+    namespace: str = "promptloop-system",
+    duration: str = "4h",
+) -> Path:
+    """Write a kubeconfig that authenticates as a ServiceAccount, by a TokenRequest token.
+
+    ``kube`` is the admin :class:`tests.conftest.KubeCluster`; the server and CA come from its
+    kubeconfig, so this works against any cluster the tests run on.
+    """
+    import base64
+
+    import yaml
+
+    token = kube.kubectl(
+        "create", "token", account, "-n", namespace, f"--duration={duration}"
+    ).stdout.strip()
+    admin = json.loads(kube.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    cluster = admin["clusters"][0]["cluster"]
+    ca = cluster.get("certificate-authority-data")
+    if ca is None:
+        ca = base64.b64encode(Path(cluster["certificate-authority"]).read_bytes()).decode()
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {"server": cluster["server"], "certificate-authority-data": ca},
+                    }
+                ],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": account}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return path
