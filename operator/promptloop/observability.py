@@ -57,7 +57,7 @@ class OperatorMetrics:
         self.pass_seconds = Histogram(
             "promptloop_reconcile_seconds",
             "Duration of one reconciliation pass.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
         )
 
