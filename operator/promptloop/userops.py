@@ -42,10 +42,13 @@ read: a stable prompt kept in a Secret is reported as unavailable, not fetched.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import hashlib
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,6 +99,8 @@ EXIT_NOTHING_TO_DO = 4
 FIELD_MANAGER = "promptloop-cli"
 MAX_REASON_CHARS = 1024
 # Connect and read timeouts: a CLI must fail in seconds, not hang on a dead API server.
+# The longest single wait on the watch: how soon a Ctrl-C swallowed by a library still ends it.
+_WATCH_CHUNK = 5
 _TIMEOUT = (5.0, 20.0)
 # The shortest gap between two redraws of `status -w`.
 _MIN_REDRAW_SECONDS = 0.25
@@ -312,38 +317,47 @@ class Cluster:
         return _model(PromptProposal, raw, f"PromptProposal {self.namespace}/{name}")
 
     def wait_for_rollout_change(
-        self, name: str, resource_version: str | None, seconds: float
+        self,
+        name: str,
+        resource_version: str | None,
+        seconds: float,
+        stop: threading.Event | None = None,
     ) -> None:
-        """Block until the rollout changes after ``resource_version`` or ``seconds`` pass.
+        """Block until the rollout changes after ``resource_version``, ``seconds`` pass, or
+        ``stop`` is set.
 
         A watch rather than a poll, so that ``status -w`` redraws as soon as the operator writes
-        (an approval is acted on within a second). Any watch failure (RBAC without ``watch``,
+        (an approval is acted on within a second). The watch runs in chunks of at most
+        ``_WATCH_CHUNK`` seconds so that a stop request (Ctrl-C) ends the wait promptly even if
+        a library swallowed the KeyboardInterrupt. Any watch failure (RBAC without ``watch``,
         an expired resource version) degrades to sleeping out the interval.
         """
-        whole = int(seconds)
-        if resource_version is None or whole < 1:
-            time.sleep(max(seconds, 0.1))
-            return
-        started = time.monotonic()
-        stream = watch.Watch()
-        try:
-            for _event in stream.stream(
-                self.custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                self.namespace,
-                ROLLOUT_PLURAL,
-                field_selector=f"metadata.name={name}",
-                resource_version=resource_version,
-                timeout_seconds=whole,
-                _request_timeout=(_TIMEOUT[0], whole + 5),
-            ):
-                stream.stop()
-                break
-        except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError):
-            remaining = seconds - (time.monotonic() - started)
-            if remaining > 0:
-                time.sleep(remaining)
+        deadline = time.monotonic() + seconds
+        while not (stop is not None and stop.is_set()):
+            remaining = deadline - time.monotonic()
+            chunk = int(min(remaining, _WATCH_CHUNK))
+            if resource_version is None or chunk < 1:
+                time.sleep(max(min(remaining, 0.5), 0.1))
+                if remaining <= 0.5:
+                    return
+                continue
+            stream = watch.Watch()
+            try:
+                for _event in stream.stream(
+                    self.custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    ROLLOUT_PLURAL,
+                    field_selector=f"metadata.name={name}",
+                    resource_version=resource_version,
+                    timeout_seconds=chunk,
+                    _request_timeout=(_TIMEOUT[0], chunk + 5),
+                ):
+                    stream.stop()
+                    return
+            except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError):
+                resource_version = None  # sleep out the rest, in short naps
 
     def snapshot(self, name: str, proposal_name: str | None) -> Snapshot:
         """Everything the view shows: the rollout, its proposals, the stable prompt."""
@@ -486,9 +500,22 @@ def _watch(cluster: Cluster, args: argparse.Namespace, snapshot: Snapshot) -> in
         return f"{header}\n{text}"
 
     shown = ""
+    # Ctrl-C ends the view: the handler records the request and raises as usual; the loop also
+    # checks the record between short waits, so the view ends even if a library swallowed the
+    # KeyboardInterrupt (seen once in CI: the process kept watching after SIGINT).
+    interrupted = threading.Event()
+    previous_handler = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    # `kill -USR1 <pid>` prints every thread's Python stack: a hung view explains itself.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         with Live(console=console, screen=True, auto_refresh=False, transient=True) as live:
-            while True:
+            while not interrupted.is_set():
                 current = frame()
                 # The loop turns when the rollout changes or the interval passes (the watch's
                 # timeout); an identical frame (same second, same objects) is not redrawn.
@@ -498,11 +525,13 @@ def _watch(cluster: Cluster, args: argparse.Namespace, snapshot: Snapshot) -> in
                 turned = time.monotonic()
                 if error is None:
                     resource_version = snapshot.rollout.metadata.resource_version
-                    cluster.wait_for_rollout_change(args.name, resource_version, args.interval)
+                    cluster.wait_for_rollout_change(
+                        args.name, resource_version, args.interval, stop=interrupted
+                    )
                 else:
                     # A failing API (or a deleted rollout, whose watch would answer at once
                     # every time) is retried at the interval, never in a tight loop.
-                    time.sleep(args.interval)
+                    interrupted.wait(args.interval)
                 # An operator writing status many times a second must not turn into flicker.
                 time.sleep(max(0.0, _MIN_REDRAW_SECONDS - (time.monotonic() - turned)))
                 try:
@@ -513,6 +542,8 @@ def _watch(cluster: Cluster, args: argparse.Namespace, snapshot: Snapshot) -> in
                     error = f"refresh failed ({time.strftime('%H:%M:%S')}): {problem}"
     except KeyboardInterrupt:
         pass
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
     # Leave the last view on the normal screen, as `watch` users expect to keep it.
     sys.stdout.write(_render(snapshot, args, color=color, error=error))
     return EXIT_OK

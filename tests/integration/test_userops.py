@@ -135,12 +135,20 @@ class PtyProcess:
                     self.output += os.read(self.master, 65536)
         code = self.proc.poll()
         if code is None:
+            # The view registers faulthandler on SIGUSR1: collect its Python stacks.
+            self.proc.send_signal(signal.SIGUSR1)
+            until = time.monotonic() + 2
+            while time.monotonic() < until:
+                ready, _, _ = select.select([self.master], [], [], 0.1)
+                if ready:
+                    with contextlib.suppress(OSError):
+                        self.output += os.read(self.master, 65536)
             try:
                 state = Path(f"/proc/{self.proc.pid}/stat").read_text().split()[2]
                 stack = Path(f"/proc/{self.proc.pid}/stack").read_text()
             except OSError as error:
                 state, stack = "?", str(error)
-            tail = self.output.decode(errors="replace")[-1500:]
+            tail = self.output.decode(errors="replace")[-4000:]
             raise AssertionError(
                 f"status -w did not exit within {timeout}s of Ctrl-C (state {state}):\n"
                 f"{stack}\noutput tail:\n{tail}"
