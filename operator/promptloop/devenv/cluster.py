@@ -24,7 +24,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from promptloop.devenv.gobuild import go_env, run_go
 from promptloop.devenv.procs import alive, free_port, stop_pid
 
 __all__ = [
@@ -140,10 +140,7 @@ def _is_built() -> bool:
 
 
 def _go_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # local: fail loudly instead of downloading another toolchain behind our back.
-    env["GOTOOLCHAIN"] = "local"
-    env["CGO_ENABLED"] = "0"
+    env = go_env()
     env.setdefault("GOFLAGS", "-mod=mod")
     return env
 
@@ -151,33 +148,16 @@ def _go_env() -> dict[str, str]:
 def _run_go(
     args: Sequence[str], *, cwd: Path, label: str, env: dict[str, str] | None = None
 ) -> str:
-    """Run a go command, printing a heartbeat while it works (a cold build takes many minutes)."""
-    started = time.monotonic()
-    log_path = cwd / f"{label.replace(' ', '-')}.log"
-    stop = threading.Event()
-
-    def heartbeat() -> None:
-        while not stop.wait(30):
-            lines = 0
-            with contextlib.suppress(OSError):
-                lines = sum(1 for _ in log_path.open())
-            _say(f"  … {label}: {time.monotonic() - started:.0f}s, {lines} packages so far")
-
-    ticker = threading.Thread(target=heartbeat, daemon=True)
-    ticker.start()
-    try:
-        with log_path.open("w") as log:
-            proc = subprocess.run(
-                ["go", *args], cwd=cwd, env=env or _go_env(), stdout=log, stderr=subprocess.STDOUT
-            )
-    finally:
-        stop.set()
-    output = log_path.read_text()
-    if proc.returncode != 0:
-        tail = "\n".join(output.splitlines()[-40:])
-        raise ClusterError(f"`go {' '.join(args)}` failed ({label}):\n{tail}")
-    _say(f"  {label}: done in {time.monotonic() - started:.0f}s")
-    return output
+    """Run a go command in ``cwd``, logging beside it, with a heartbeat (builds take minutes)."""
+    return run_go(
+        args,
+        cwd=cwd,
+        label=label,
+        log_path=cwd / f"{label.replace(' ', '-')}.log",
+        say=_say,
+        error=ClusterError,
+        env=env or _go_env(),
+    )
 
 
 def _write_wrapper_module(module_dir: Path) -> None:

@@ -15,7 +15,6 @@ Usage: ``python -m promptloop.devenv.helm`` builds (or finds) it and prints its 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -23,9 +22,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from promptloop.devenv.gobuild import go_env, run_go
 
 __all__ = ["HELM_VERSION", "HelmBuildError", "build", "helm_path", "main"]
 
@@ -55,20 +55,12 @@ def _say(message: str) -> None:
     print(f"[helm] {message}", flush=True)
 
 
-def _go_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # local: fail loudly instead of downloading another Go toolchain behind our back.
-    env["GOTOOLCHAIN"] = "local"
-    env["CGO_ENABLED"] = "0"
-    return env
-
-
 def _kubernetes_minor(version: str) -> str:
     """The Kubernetes minor helm's own client libraries target (k8s.io/client-go v0.X.Y → X)."""
     proc = subprocess.run(
         ["go", "mod", "download", "-json", f"{_MODULE}@{version}"],
         cwd=tempfile.gettempdir(),
-        env=_go_env(),
+        env=go_env(),
         capture_output=True,
         text=True,
     )
@@ -123,45 +115,29 @@ def build(version: str = HELM_VERSION, *, force: bool = False) -> Path:
             f"-X {_MODULE}/pkg/lint/rules.k8sVersionMinor={minor}",
         ]
     )
-    env = _go_env()
+    env = go_env()
     # Built into a scratch directory and renamed: a half-written binary is never "cached".
     scratch = Path(tempfile.mkdtemp(prefix="helm-build-", dir=target.parent))
     env["GOBIN"] = str(scratch)
-    log_path = target.parent / "build.log"
-    stop = threading.Event()
-
-    def heartbeat() -> None:
-        while not stop.wait(30):
-            lines = 0
-            with contextlib.suppress(OSError):
-                lines = sum(1 for _ in log_path.open())
-            _say(f"  … {time.monotonic() - started:.0f}s, {lines} log lines so far")
-
-    ticker = threading.Thread(target=heartbeat, daemon=True)
-    ticker.start()
     try:
-        with log_path.open("w") as log:
-            proc = subprocess.run(
-                [
-                    "go",
-                    "install",
-                    "-v",
-                    "-trimpath",
-                    "-ldflags",
-                    ldflags,
-                    f"{_MODULE}/cmd/helm@{version}",
-                ],
-                cwd=tempfile.gettempdir(),
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        if proc.returncode != 0:
-            tail = "\n".join(log_path.read_text().splitlines()[-30:])
-            raise HelmBuildError(f"go install {_MODULE}/cmd/helm@{version} failed:\n{tail}")
+        run_go(
+            [
+                "install",
+                "-v",
+                "-trimpath",
+                "-ldflags",
+                ldflags,
+                f"{_MODULE}/cmd/helm@{version}",
+            ],
+            cwd=tempfile.gettempdir(),
+            label=f"helm {version}",
+            log_path=target.parent / "build.log",
+            say=_say,
+            error=HelmBuildError,
+            env=env,
+        )
         (scratch / "helm").replace(target)
     finally:
-        stop.set()
         shutil.rmtree(scratch, ignore_errors=True)
     _say(f"built helm {version} in {time.monotonic() - started:.0f}s: {target}")
     return target
