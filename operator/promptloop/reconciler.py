@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -122,14 +122,44 @@ class Reconciler:
         self.clock = clock
         self.router_retry_delays = router_retry_delays
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # The router each rollout's last pass used (URL and token), for the weight guard.
+        self._routers: dict[tuple[str, str], tuple[str, str]] = {}
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         """The lock that serialises passes of one rollout."""
         return self._locks.setdefault((namespace, name), asyncio.Lock())
 
     def forget(self, namespace: str, name: str) -> None:
-        """Drop the lock of a deleted rollout."""
+        """Drop the lock and cached router of a deleted rollout."""
         self._locks.pop((namespace, name), None)
+        self._routers.pop((namespace, name), None)
+
+    async def weights_drifted(
+        self, namespace: str, name: str, *, node_id: str, status: Mapping[str, Any]
+    ) -> bool:
+        """Whether AgentField's weights differ from what the last pass read back.
+
+        Every (re-)registration of a version resets its weight to 100: a restarted stable pod
+        mid-canary would hand the canary the majority until the next pass. This read-only check
+        (one GET, no Kubernetes call) runs between passes so that the drift is re-asserted within
+        seconds rather than an interval. Unreachable or unknown: no drift (the pass reports it).
+        """
+        cached = self._routers.get((namespace, name))
+        expected = {
+            w["version"]: w["raw"] for w in status.get("weights") or [] if w.get("raw") is not None
+        }
+        if cached is None or not expected:
+            return False
+        url, token = cached
+        router = AgentFieldRouter(
+            url, token, client=self.http, retry=RetryPolicy(attempts=1, backoff=())
+        )
+        try:
+            versions = await router.list_versions(node_id)
+        except RouterError:
+            return False
+        actual = {v.version: v.weight for v in versions}
+        return actual != expected
 
     # ------------------------------------------------------------------------------------
     # Entry points
@@ -215,6 +245,11 @@ class Reconciler:
         stale_challengers = self._repair(state)
         active = self._select_active(state, stable_prompt, now)
         router = self._router(rollout, token)
+        assert rollout.spec.router.agentfield is not None
+        self._routers[(namespace, rollout.metadata.name)] = (
+            rollout.spec.router.agentfield.url,
+            token,
+        )
         challenger_scale_to_zero: str | None = None
 
         if active is not None:

@@ -448,3 +448,39 @@ def test_missing_secret_is_invalid_until_it_appears(scenario: Scenario) -> None:
     )
     scenario.wait_proposal_phase("classifier-2-1-0", "Rendered", timeout=30)
     assert _status(scenario.rollout())["phase"] == "Progressing"
+
+
+def test_a_restarted_stable_is_reasserted_between_passes(scenario: Scenario) -> None:
+    """A stable pod re-registering mid-canary resets its weight to 100, which would hand the
+    canary the majority; the weight guard re-asserts within seconds, not at the next interval."""
+    from tests.integration.harness import wait_for
+
+    scenario.setup(canary={"interval": "30s", "progressDeadline": "5m", "minSamples": 100000})
+    scenario.start_operator()
+    scenario.wait_rollout(lambda r: _status(r).get("phase") == "Stable", "Stable")
+    scenario.propose("classifier-2-1-0", "2.1.0", BETTER)
+    rendered = scenario.wait_proposal_phase("classifier-2-1-0", "Rendered", timeout=30)
+
+    def available() -> bool:
+        deployment = scenario.get("deployment", rendered["status"]["deploymentName"])
+        return bool(deployment.get("status", {}).get("availableReplicas"))
+
+    wait_for(available, timeout=30, what="the challenger Deployment available")
+    assert scenario.agents is not None
+    scenario.agents.register("2.1.0", 0.02)  # a new version: the guard runs a pass now
+    scenario.wait_rollout(
+        lambda r: (
+            _weight(r) == 10
+            and scenario.agents is not None
+            and scenario.agents.weights().get("2.0.0") == 9000
+        ),
+        "the canary seeded without waiting for the 30 s interval",
+        timeout=12,
+    )
+    scenario.agents.register("2.0.0", 0.3)  # the stable's pod restarted
+    assert scenario.agents.weights()["2.0.0"] == 100
+    scenario.wait_rollout(
+        lambda r: scenario.agents is not None and scenario.agents.weights().get("2.0.0") == 9000,
+        "the stable's weight re-asserted well within the 30 s interval",
+        timeout=12,
+    )

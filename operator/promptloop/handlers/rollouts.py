@@ -15,7 +15,10 @@ from promptloop.api.common import parse_duration
 from promptloop.constants import GROUP, ROLLOUT_PLURAL, VERSION
 from promptloop.reconciler import Reconciler
 
-__all__ = ["periodic_pass", "rollout_deleted", "spec_changed"]
+__all__ = ["WEIGHT_GUARD_SECONDS", "periodic_pass", "rollout_deleted", "spec_changed"]
+
+# How often, between passes, AgentField's weights are compared with status (one GET).
+WEIGHT_GUARD_SECONDS = 3.0
 
 
 @kopf.daemon(GROUP, VERSION, ROLLOUT_PLURAL, cancellation_timeout=10)
@@ -23,6 +26,7 @@ async def periodic_pass(
     name: str,
     namespace: str | None,
     spec: kopf.Spec,
+    status: kopf.Status,
     stopped: kopf.DaemonStopped,
     memo: Any,
     logger: kopf.Logger,
@@ -44,7 +48,21 @@ async def periodic_pass(
         # `spec` is kopf's live view of the object, so an interval change applies at once.
         interval = parse_duration(spec.get("canary", {}).get("interval", "30s")).total_seconds()
         due = started + interval
-        await stopped.wait(max(0.0, due - loop.time()))
+        # Between passes, a read-only guard: a version that re-registered in AgentField has its
+        # weight reset to 100, which a pass must re-assert now, not at the next interval.
+        while not stopped and loop.time() < due:
+            await stopped.wait(max(0.0, min(WEIGHT_GUARD_SECONDS, due - loop.time())))
+            if stopped or loop.time() >= due:
+                break
+            drifted = await reconciler.weights_drifted(
+                namespace or "default",
+                name,
+                node_id=spec.get("agent", {}).get("nodeId", ""),
+                status=status,
+            )
+            if drifted:
+                logger.info("weights changed in AgentField (a version re-registered): re-asserting")
+                break
 
 
 @kopf.on.update(GROUP, VERSION, ROLLOUT_PLURAL, field="spec")
