@@ -175,7 +175,7 @@ class Reconciler:
 
     async def mark_orphans(self, namespace: str, rollout_name: str) -> None:
         """Proposals that reference a rollout which does not exist become Invalid."""
-        for raw in await self.kube.list_proposals(namespace):
+        for raw in await self.kube.list_proposals(namespace, rollout_name):
             proposal = PromptProposal.model_validate(raw)
             if proposal.spec.rollout_ref.name != rollout_name:
                 continue
@@ -203,7 +203,7 @@ class Reconciler:
         state.status.observed_generation = rollout.metadata.generation
         # Independent reads run concurrently: a pass's length is what an approval may wait for.
         raw_proposals, (token, token_problem), stable_deployment = await asyncio.gather(
-            self.kube.list_proposals(namespace),
+            self.kube.list_proposals(namespace, rollout.metadata.name),
             self._token(rollout),
             self._stable_deployment(state),
         )

@@ -163,6 +163,12 @@ def crd_for(model: type[BaseModel]) -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": meta["printerColumns"],
+                    # Server-side filtering (Kubernetes >= 1.32) on the fields handlers list by.
+                    **(
+                        {"selectableFields": [{"jsonPath": f} for f in meta["selectableFields"]]}
+                        if meta.get("selectableFields")
+                        else {}
+                    ),
                     "schema": {"openAPIV3Schema": schema},
                 }
             ],

@@ -174,6 +174,8 @@ class PromptProposal(ApiModel):
                 "singular": "promptproposal",
                 "shortNames": ["pp"],
                 "categories": ["promptloop"],
+                # A rollout's pass lists only its own proposals, filtered by the API server.
+                "selectableFields": [".spec.rolloutRef.name"],
                 "description": (
                     "A candidate system prompt for the agent of an AgentRollout, filed by an "
                     "improver and promoted only on evidence and a person's approval."

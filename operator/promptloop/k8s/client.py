@@ -113,10 +113,33 @@ class Kube:
         items: list[dict[str, Any]] = result.get("items", [])
         return items
 
-    async def list_proposals(self, namespace: str) -> list[dict[str, Any]]:
-        """Every PromptProposal in a namespace."""
+    async def list_proposals(
+        self, namespace: str, rollout: str | None = None
+    ) -> list[dict[str, Any]]:
+        """PromptProposals in a namespace: all, or those whose ``spec.rolloutRef.name`` is
+        ``rollout`` (filtered by the API server through the CRD's selectable field)."""
+        what = f"list promptproposals in {namespace}"
+        if rollout:
+            try:
+                result = await _call(
+                    what,
+                    self.custom.list_namespaced_custom_object(
+                        GROUP,
+                        VERSION,
+                        namespace,
+                        PROPOSAL_PLURAL,
+                        field_selector=f"spec.rolloutRef.name={rollout}",
+                    ),
+                )
+                selected: list[dict[str, Any]] = result.get("items", [])
+                return selected
+            except KubeError as error:
+                # Before Kubernetes 1.32 (or a CRD installed without selectableFields) the
+                # selector is refused: list everything; callers filter by rolloutRef anyway.
+                if error.status != 400:
+                    raise
         result = await _call(
-            f"list promptproposals in {namespace}",
+            what,
             self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PROPOSAL_PLURAL),
         )
         items: list[dict[str, Any]] = result.get("items", [])
