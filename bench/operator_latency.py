@@ -62,6 +62,16 @@ def operator_kubeconfig(kube: KubeCluster, directory: Path) -> Path:
     return service_account_kubeconfig(kube, directory / "operator-kubeconfig", duration="2h")
 
 
+def incumbent_and_token(kube: KubeCluster, core: Any, namespace: str, token: str) -> None:
+    """The user's stable Deployment and the connector-token Secret every bench rollout uses."""
+    kube.kubectl(
+        "apply", "-n", namespace, "-f", str(ROOT / "examples/samples/classifier-deployment.yaml")
+    )
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "agentfield-connector"}, "stringData": {"token": token}}
+    )
+
+
 def rollout_manifest(
     name: str, node_id: str, url: str, metrics_url: str, interval: str, min_samples: int
 ) -> dict[str, Any]:
@@ -106,17 +116,7 @@ def latency_bench(kube: KubeCluster, work: Path, count: int) -> dict[str, Any]:
     config.load_kube_config(str(kube.kubeconfig))
     custom, core, apps = client.CustomObjectsApi(), client.CoreV1Api(), client.AppsV1Api()
     try:
-        kube.kubectl(
-            "apply",
-            "-n",
-            namespace,
-            "-f",
-            str(ROOT / "examples/samples/classifier-deployment.yaml"),
-        )
-        core.create_namespaced_secret(
-            namespace,
-            {"metadata": {"name": "agentfield-connector"}, "stringData": {"token": handle.token}},
-        )
+        incumbent_and_token(kube, core, namespace, handle.token)
         for index in range(count):
             sim = AgentSim(
                 handle.url, handle.token, f"bench-{index}-{uuid.uuid4().hex[:4]}", tick_seconds=0.2
@@ -275,17 +275,7 @@ def scale_bench(kube: KubeCluster, work: Path, count: int, seconds: float) -> di
     custom, core = client.CustomObjectsApi(), client.CoreV1Api()
     sim = AgentSim(handle.url, handle.token, "scale-metrics", tick_seconds=1.0)
     try:
-        kube.kubectl(
-            "apply",
-            "-n",
-            namespace,
-            "-f",
-            str(ROOT / "examples/samples/classifier-deployment.yaml"),
-        )
-        core.create_namespaced_secret(
-            namespace,
-            {"metadata": {"name": "agentfield-connector"}, "stringData": {"token": handle.token}},
-        )
+        incumbent_and_token(kube, core, namespace, handle.token)
         for index in range(count):
             node = f"scale-{index}"
             urllib.request.urlopen(
