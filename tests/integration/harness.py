@@ -222,10 +222,18 @@ class AgentSim:
 class OperatorProcess:
     """``promptloop operator`` in a subprocess under the operator's ServiceAccount."""
 
-    def __init__(self, *, kubeconfig: Path, namespace: str, log_path: Path) -> None:
+    def __init__(
+        self,
+        *,
+        kubeconfig: Path,
+        namespace: str,
+        log_path: Path,
+        extra_args: list[str] | None = None,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log_path = log_path
+        self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.liveness_port = 0
 
@@ -249,6 +257,7 @@ class OperatorProcess:
                 "--metrics-port",
                 str(free_port()),
                 "--fast-router-retries",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

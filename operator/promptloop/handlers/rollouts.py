@@ -13,6 +13,7 @@ import kopf
 
 from promptloop.api.common import parse_duration
 from promptloop.constants import GROUP, ROLLOUT_PLURAL, VERSION
+from promptloop.k8s.cached import observe
 from promptloop.reconciler import Reconciler
 
 __all__ = ["WEIGHT_GUARD_SECONDS", "periodic_pass", "rollout_deleted", "spec_changed"]
@@ -23,6 +24,7 @@ WEIGHT_GUARD_SECONDS = 3.0
 
 @kopf.daemon(GROUP, VERSION, ROLLOUT_PLURAL, cancellation_timeout=10)
 async def periodic_pass(
+    body: kopf.Body,
     name: str,
     namespace: str | None,
     spec: kopf.Spec,
@@ -40,6 +42,7 @@ async def periodic_pass(
         reconciler.metrics.tick_lateness.observe(max(0.0, loop.time() - due))
         started = loop.time()
         try:
+            observe(reconciler.kube, ROLLOUT_PLURAL, body)
             await reconciler.reconcile(namespace or "default", name, cause="tick")
         except Exception:  # a pass that fails must not end the rollout's ticking
             logger.exception("reconciliation pass failed; retrying at the next interval")
@@ -66,8 +69,11 @@ async def periodic_pass(
 
 
 @kopf.on.update(GROUP, VERSION, ROLLOUT_PLURAL, field="spec")
-async def spec_changed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+async def spec_changed(
+    body: kopf.Body, name: str, namespace: str | None, memo: Any, **_: Any
+) -> None:
     """Act on a spec change now rather than at the next interval."""
+    observe(memo.kube, ROLLOUT_PLURAL, body)
     await memo.reconciler.reconcile(namespace or "default", name, cause="spec")
 
 

@@ -204,11 +204,17 @@ class Kube:
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
         )
 
+    async def request(
+        self, method: str, path: str, body: dict[str, Any] | None, what: str
+    ) -> dict[str, Any]:
+        """One JSON API call on any path (the Lease, which has no typed method here)."""
+        return await self._request(method, path, body, "application/json", what)
+
     async def _request(
         self,
         method: str,
         path: str,
-        body: dict[str, Any],
+        body: dict[str, Any] | None,
         content_type: str,
         what: str,
         *,
