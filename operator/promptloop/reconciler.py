@@ -913,6 +913,7 @@ class Reconciler:
                     canary=canary_version,
                     canary_percent=canary_percent,
                     others=others,
+                    current=versions,
                 )
             elif stable in known:
                 readback = await router.apply_weights(
@@ -921,6 +922,7 @@ class Reconciler:
                     canary=None,
                     canary_percent=0,
                     others=others,
+                    current=versions,
                 )
             else:
                 readback = []
