@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -256,6 +257,28 @@ def proposal_manifest(index: int) -> dict[str, Any]:
     }
 
 
+def release_and_delete(kube: KubeCluster, custom: Any, namespace: str) -> None:
+    """Drop kopf's finalizers (no operator runs any more to remove them) and delete the
+    namespace, so that it does not linger Terminating and load the next size's background."""
+
+    def strip(job: tuple[str, str]) -> None:
+        with contextlib.suppress(client.ApiException):
+            custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, job[0], job[1], {"metadata": {"finalizers": None}}
+            )
+
+    jobs = [
+        (plural, item["metadata"]["name"])
+        for plural in ("promptproposals", "agentrollouts")
+        for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)[
+            "items"
+        ]
+    ]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(strip, jobs))
+    kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
 def load() -> str:
     return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
 
@@ -380,7 +403,7 @@ def run_size(
         heartbeats.close()
         counters.close()
         standin.close()
-        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        release_and_delete(kube, custom, namespace)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,7 +478,7 @@ def run_failover(kube: KubeCluster, work: Path, rollouts: int, kills: int) -> di
             operator.stop()
         counters.close()
         standin.close()
-        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        release_and_delete(kube, custom, namespace)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -505,6 +528,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=20, help="after every rollout reconciled")
     parser.add_argument("--failover-kills", type=int, default=5, help="0 skips failover")
     parser.add_argument("--failover-rollouts", type=int, default=50)
+    parser.add_argument("--keep-logs", action="store_true", help="keep the operators' logs")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale.json"))
     args = parser.parse_args()
     cluster.build()
@@ -520,7 +544,9 @@ def main() -> int:
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     results: dict[str, Any] = {"commit": commit, "cores": os.cpu_count(), "sizes": []}
-    with tempfile.TemporaryDirectory() as tmp:
+    tmp = tempfile.mkdtemp(prefix="bench-scale-")
+    print(f"operator logs in {tmp}", flush=True)
+    try:
         for size in [int(s) for s in args.sizes.split(",") if s]:
             print(f"scale: {size} rollouts", flush=True)
             results["sizes"].append(run_size(kube, Path(tmp), size, args.warmup, args.seconds))
@@ -530,6 +556,9 @@ def main() -> int:
             results["failover"] = run_failover(
                 kube, Path(tmp), args.failover_rollouts, args.failover_kills
             )
+    finally:
+        if not args.keep_logs:
+            shutil.rmtree(tmp, ignore_errors=True)
     print()
     header = (
         f"{'rollouts':>8} {'late p50':>9} {'late p99':>9} {'pass p50':>9} {'pass p99':>9} "

@@ -115,6 +115,7 @@ class Reconciler:
         metrics: OperatorMetrics | None = None,
         clock: Callable[[], datetime] = _now,
         router_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0),
+        max_concurrent_ticks: int = 16,
     ) -> None:
         self.kube = kube
         self.http = http
@@ -122,6 +123,13 @@ class Reconciler:
         self.clock = clock
         self.router_retry_delays = router_retry_delays
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Periodic passes and weight-guard reads run at most this many at a time. Without a
+        # bound, 1,000 daemons starting together open 1,000 connections to AgentField at once
+        # (connect and pool timeouts, every pass failing); with it they queue, and because the
+        # next tick is scheduled from when a pass really began, they stay spread out afterwards.
+        # Event-driven passes (approval, proposal, spec) never queue behind ticks.
+        self._ticks = asyncio.Semaphore(max_concurrent_ticks)
+        self._guards = asyncio.Semaphore(max_concurrent_ticks)
         # The router each rollout's last pass used (URL and token), for the weight guard.
         self._routers: dict[tuple[str, str], tuple[str, str]] = {}
 
@@ -148,14 +156,18 @@ class Reconciler:
         expected = {
             w["version"]: w["raw"] for w in status.get("weights") or [] if w.get("raw") is not None
         }
-        if cached is None or not expected:
+        # With one version weighted there is nothing a reset could over-expose (100 or 10000
+        # of one version is all the traffic either way): no read. At 1,000 rollouts, most of
+        # them idle, this is most of the guard's cost.
+        if cached is None or len(expected) < 2:
             return False
         url, token = cached
         router = AgentFieldRouter(
             url, token, client=self.http, retry=RetryPolicy(attempts=1, backoff=())
         )
         try:
-            versions = await router.list_versions(node_id)
+            async with self._guards:
+                versions = await router.list_versions(node_id)
         except RouterError:
             return False
         actual = {v.version: v.weight for v in versions}
@@ -164,14 +176,32 @@ class Reconciler:
     # ------------------------------------------------------------------------------------
     # Entry points
 
-    async def reconcile(self, namespace: str, name: str, *, cause: str) -> None:
-        """One pass over rollout ``namespace/name`` and its proposals."""
-        async with self.lock(namespace, name):
+    async def reconcile(
+        self, namespace: str, name: str, *, cause: str, due: float | None = None
+    ) -> float:
+        """One pass over rollout ``namespace/name`` and its proposals.
+
+        ``due`` (loop time) marks a periodic pass: it waits its turn among the ticks, and its
+        lateness and duration go to the metrics. Returns the loop time the pass began.
+        """
+        loop = asyncio.get_running_loop()
+        gate: contextlib.AbstractAsyncContextManager[Any] = (
+            self._ticks if due is not None else contextlib.nullcontext()
+        )
+        async with gate, self.lock(namespace, name):
+            began = loop.time()
+            if due is not None:
+                self.metrics.tick_lateness.observe(max(0.0, began - due))
             try:
                 raw = await self.kube.get_rollout(namespace, name)
             except NotFound:
-                return
-            await self._pass(raw, cause=cause)
+                return began
+            try:
+                await self._pass(raw, cause=cause)
+            finally:
+                if due is not None:
+                    self.metrics.pass_seconds.observe(loop.time() - began)
+            return began
 
     async def mark_orphans(self, namespace: str, rollout_name: str) -> None:
         """Proposals that reference a rollout which does not exist become Invalid."""

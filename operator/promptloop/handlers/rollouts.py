@@ -39,15 +39,15 @@ async def periodic_pass(
     loop = asyncio.get_running_loop()
     due = loop.time()
     while not stopped:
-        reconciler.metrics.tick_lateness.observe(max(0.0, loop.time() - due))
         started = loop.time()
         try:
             observe(reconciler.kube, ROLLOUT_PLURAL, body)
-            await reconciler.reconcile(namespace or "default", name, cause="tick")
+            # Lateness and duration are observed by the reconciler once the pass has its turn.
+            started = await reconciler.reconcile(
+                namespace or "default", name, cause="tick", due=due
+            )
         except Exception:  # a pass that fails must not end the rollout's ticking
             logger.exception("reconciliation pass failed; retrying at the next interval")
-        finally:
-            reconciler.metrics.pass_seconds.observe(loop.time() - started)
         # `spec` is kopf's live view of the object, so an interval change applies at once.
         interval = parse_duration(spec.get("canary", {}).get("interval", "30s")).total_seconds()
         due = started + interval

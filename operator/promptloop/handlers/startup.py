@@ -59,7 +59,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         # object that merely has not arrived yet.
         await OPTIONS.caches.wait_synced()
         kube = CachedKube(kube, OPTIONS.caches)
-    http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
+    # Enough kept-alive connections for the concurrent ticks and guard reads (the reconciler
+    # bounds both at 16): reconnecting per request would cost more than the request.
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(5.0, connect=2.0),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=64),
+    )
     memo.kube = kube
     memo.http = http
     memo.metrics = metrics
