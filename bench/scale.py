@@ -57,11 +57,11 @@ from operator_latency import (  # noqa: E402
     percentile,
     rollout_manifest,
 )
+
+from devenv import cluster  # noqa: E402
+from devenv.agentfield_standin import RunningStandin, start_standin  # noqa: E402
 from tests.conftest import KubeCluster  # noqa: E402
 from tests.integration.harness import OperatorProcess, wait_for  # noqa: E402
-
-from promptloop.devenv import cluster  # noqa: E402
-from promptloop.devenv.agentfield_standin import RunningStandin, start_standin  # noqa: E402
 
 GROUP, VERSION = "promptloop.dev", "v1alpha1"
 # What the operator reads or writes; background traffic on other resources is not its doing.
@@ -270,9 +270,7 @@ def release_and_delete(kube: KubeCluster, custom: Any, namespace: str) -> None:
     jobs = [
         (plural, item["metadata"]["name"])
         for plural in ("promptproposals", "agentrollouts")
-        for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)[
-            "items"
-        ]
+        for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]
     ]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(strip, jobs))

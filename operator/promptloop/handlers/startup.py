@@ -63,7 +63,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # bounds both at 16): reconnecting per request would cost more than the request.
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(5.0, connect=2.0),
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=64),
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
     )
     memo.kube = kube
     memo.http = http

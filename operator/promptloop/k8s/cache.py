@@ -31,7 +31,7 @@ import base64
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +103,7 @@ PROPOSALS = Kind("promptproposals", f"/apis/{GROUP}/{VERSION}", _as_is)
 DEPLOYMENTS = Kind("deployments", "/apis/apps/v1", _without_managed_fields)
 CONFIG_MAPS = Kind("configmaps", "/api/v1", _without_managed_fields)
 SECRETS = Kind("secrets", "/api/v1", _secret_data_only)
+_CACHED_KINDS = {k.plural: k for k in (ROLLOUTS, PROPOSALS, DEPLOYMENTS, CONFIG_MAPS)}
 
 
 def _revision(obj: dict[str, Any]) -> int | None:
@@ -430,11 +431,26 @@ class Caches:
 
     # -- writes seen first by us or by kopf ---------------------------------------------------
 
+    def is_news(self, plural: str, obj: Mapping[str, Any]) -> bool:
+        """Whether ``obj`` is newer than (or absent from) the cache: worth offering."""
+        metadata = obj.get("metadata") or {}
+        kind = _CACHED_KINDS.get(plural)
+        if kind is None or not metadata:
+            return False
+        namespace, name = metadata.get("namespace") or "", metadata.get("name") or ""
+        try:
+            current = self._informer(kind, namespace).get(namespace, name)
+        except LookupError:
+            return False
+        if current is None:
+            return True
+        new, old = _revision(dict(obj)), _revision(current)
+        return new is None or old is None or new > old
+
     def observe(self, plural: str, obj: dict[str, Any]) -> None:
         """Offer an object the operator holds (a write's response, kopf's body) to the cache."""
         if plural == SECRETS.plural or not obj.get("metadata"):
             return
         namespace = obj["metadata"].get("namespace") or ""
         with contextlib.suppress(LookupError, KeyError):
-            kind = {k.plural: k for k in (ROLLOUTS, PROPOSALS, DEPLOYMENTS, CONFIG_MAPS)}[plural]
-            self._informer(kind, namespace).put(obj)
+            self._informer(_CACHED_KINDS[plural], namespace).put(obj)

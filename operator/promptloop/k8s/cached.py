@@ -23,7 +23,9 @@ __all__ = ["CachedKube", "observe"]
 
 def observe(kube: Kube, plural: str, body: Mapping[str, Any]) -> None:
     """Offer kopf's view of an object to the caches behind ``kube`` (if it has any)."""
-    if isinstance(kube, CachedKube):
+    # Copied only when it is news: every tick offers kopf's body, and most of the time the cache
+    # already holds that very revision.
+    if isinstance(kube, CachedKube) and kube.caches.is_news(plural, body):
         kube.caches.observe(plural, copy.deepcopy(dict(body)))
 
 

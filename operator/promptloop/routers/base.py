@@ -102,8 +102,10 @@ class TrafficRouter(Protocol):
         canary: str | None,
         canary_percent: int,
         others: Sequence[str] = (),
+        current: Sequence[VersionInfo] | None = None,
     ) -> list[VersionWeight]:
-        """Write the split, then read it back."""
+        """Write the split, then read it back (``current``: the caller's fresh listing; an
+        unchanged split is then neither written nor read again)."""
         ...
 
     async def aclose(self) -> None:
