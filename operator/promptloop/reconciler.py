@@ -74,7 +74,7 @@ class Reconciler:
         clock: Callable[[], datetime] = _now,
         router_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0),
         gatherer: Gatherer | None = None,
-        max_concurrent_ticks: int = 16,
+        max_concurrent_ticks: int = 32,
     ) -> None:
         self.kube = kube
         self.http = http
@@ -90,7 +90,7 @@ class Reconciler:
         # next tick is scheduled from when a pass really began, they stay spread out afterwards.
         # Event-driven passes (approval, proposal, spec) never queue behind ticks.
         self._ticks = asyncio.Semaphore(max_concurrent_ticks)
-        self._guards = asyncio.Semaphore(max_concurrent_ticks)
+        self._guards = asyncio.Semaphore(max(1, max_concurrent_ticks // 2))
         # The router each rollout's last pass used (URL and token), for the weight guard.
         self._routers: dict[tuple[str, str], tuple[str, str]] = {}
 
@@ -114,7 +114,9 @@ class Reconciler:
         """
         cached = self._routers.get((namespace, name))
         weights = [VersionWeight.model_validate(w) for w in status.get("weights") or []]
-        if cached is None or not guard_worthwhile(weights):
+        if cached is None or not guard_worthwhile(
+            weights, canary_in_progress=bool(status.get("canary"))
+        ):
             return False
         url, token = cached
         router = AgentFieldRouter(

@@ -929,3 +929,15 @@ def test_a_whole_life_with_an_approval_at_the_ceiling_ends_promoted() -> None:
 def test_canary_status_rejects_no_fields_the_tests_use() -> None:
     # The helpers above build statuses through the API models, as the API server would store them.
     assert CanaryStatus.model_validate(canary_status()).weight == 10
+
+
+def test_the_guard_reads_during_a_canary_or_with_several_weighted_versions() -> None:
+    from promptloop.api import VersionWeight
+    from promptloop.rollout.advance import guard_worthwhile
+
+    stable = VersionWeight(version="2.0.0", percent=100, raw=10000, role="stable")
+    canary = VersionWeight(version="2.1.0", percent=10, raw=1000, role="canary")
+    assert not guard_worthwhile([stable], canary_in_progress=False)
+    assert not guard_worthwhile([], canary_in_progress=False)
+    assert guard_worthwhile([stable], canary_in_progress=True)  # a challenger may register
+    assert guard_worthwhile([stable, canary], canary_in_progress=False)

@@ -716,14 +716,16 @@ def after_router(
     return status
 
 
-def guard_worthwhile(weights: list[VersionWeight]) -> bool:
+def guard_worthwhile(weights: list[VersionWeight], *, canary_in_progress: bool) -> bool:
     """Whether the weight guard should read the router between passes.
 
-    With a single version weighted there is nothing a reset could over-expose (100 or 10000 of
-    one version is all its traffic either way); at 1,000 mostly idle rollouts, skipping those
-    reads is most of the guard's cost. The pass itself still reads the router every interval.
+    During a canary, always: a reset must be re-asserted, and a challenger that registers must
+    be seeded, within seconds. Without one, only when two or more versions are weighted: with a
+    single version there is nothing a reset could over-expose (100 or 10000 of one version is
+    all its traffic either way). At 1,000 mostly idle rollouts, skipping those reads is most of
+    the guard's cost; the pass itself still reads the router every interval.
     """
-    return sum(1 for w in weights if w.raw is not None) >= 2
+    return canary_in_progress or sum(1 for w in weights if w.raw is not None) >= 2
 
 
 def weights_drifted(weights: list[VersionWeight], versions: list[RouterVersion]) -> bool:
