@@ -257,6 +257,11 @@ def proposal_manifest(index: int) -> dict[str, Any]:
     }
 
 
+def rollout_versions(custom: Any, namespace: str) -> dict[str, str]:
+    items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "agentrollouts")
+    return {r["metadata"]["name"]: r["metadata"]["resourceVersion"] for r in items["items"]}
+
+
 def release_and_delete(kube: KubeCluster, custom: Any, namespace: str) -> None:
     """Drop kopf's finalizers (no operator runs any more to remove them) and delete the
     namespace, so that it does not linger Terminating and load the next size's background."""
@@ -343,9 +348,13 @@ def run_size(
             )["items"]
             return sum(1 for r in items if r.get("status", {}).get("phase")) == count
 
-        wait_for(reconciled, timeout=300, what=f"{count} rollouts reconciled", interval=2)
+        # Generous: on a shared machine kopf's start-up (a finalizer on every rollout, throttled
+        # by the API server's 429s) alone takes minutes at 1,000.
+        wait_for(reconciled, timeout=900, what=f"{count} rollouts reconciled", interval=2)
         print(f"  all reconciled {time.monotonic() - started:.0f}s after start", flush=True)
         time.sleep(warmup)  # lets the first burst of passes settle (a measuring choice)
+        # Outside the counted window (these admin LISTs are API requests too).
+        versions_before = rollout_versions(custom, namespace)
         metrics_before = scrape(port)
         api_before = apiserver_requests(kube, OPERATOR_RESOURCES)
         connector_before = standin.connector_requests()
@@ -358,6 +367,9 @@ def run_size(
         connector_after = standin.connector_requests()
         api_after = apiserver_requests(kube, OPERATOR_RESOURCES)
         metrics_after = scrape(port)
+        versions_after = rollout_versions(custom, namespace)
+        idle = [f"s{i}" for i in range(count) if i not in canaries]
+        idle_changed = sum(1 for n in idle if versions_after.get(n) != versions_before.get(n))
         memory = rss_mb(pid)
         lateness = histogram_delta(
             _histogram(metrics_after, "promptloop_tick_lateness_seconds"),
@@ -391,6 +403,10 @@ def run_size(
                 max(0.0, api_rate - background_rate) / count, 4
             ),
             "api_requests_by_verb": {k: round(v / elapsed, 3) for k, v in sorted(api.items())},
+            # Whether an idle rollout was written at all during the window (its
+            # resourceVersion moved): the by-verb figures show the operator reads nothing.
+            "idle_rollouts": len(idle),
+            "idle_rollouts_written": idle_changed,
             "connector_requests_per_s": round((connector_after - connector_before) / elapsed, 2),
             "proposal_phases": dict(phases),
             "load_average": load(),
@@ -549,6 +565,8 @@ def main() -> int:
             print(f"scale: {size} rollouts", flush=True)
             results["sizes"].append(run_size(kube, Path(tmp), size, args.warmup, args.seconds))
             print(json.dumps(results["sizes"][-1]), flush=True)
+            # Written after every size: a later size that fails does not lose the earlier ones.
+            Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
         if args.failover_kills:
             print(f"failover: {args.failover_kills} kills", flush=True)
             results["failover"] = run_failover(
@@ -560,7 +578,7 @@ def main() -> int:
     print()
     header = (
         f"{'rollouts':>8} {'late p50':>9} {'late p99':>9} {'pass p50':>9} {'pass p99':>9} "
-        f"{'RSS MB':>7} {'CPU':>6} {'API/s/ro':>9} {'conn/s':>7}  load"
+        f"{'RSS MB':>7} {'CPU':>6} {'API/s/ro':>9} {'idle wr':>8} {'conn/s':>7}  load"
     )
     print(header)
     for s in results["sizes"]:
@@ -568,7 +586,8 @@ def main() -> int:
             f"{s['rollouts']:>8} {s['tick_lateness_p50_s']:>9.3f} {s['tick_lateness_p99_s']:>9.3f}"
             f" {s['pass_p50_s']:>9.3f} {s['pass_p99_s']:>9.3f} {s['rss_mb']:>7.0f}"
             f" {s['operator_cpu_cores']:>6.2f} {s['api_requests_per_s_per_rollout']:>9.4f}"
-            f" {s['connector_requests_per_s']:>7.1f}  {s['load_average']}"
+            f" {s.get('idle_rollouts_written', '-'):>8} {s['connector_requests_per_s']:>7.1f}"
+            f"  {s['load_average']}"
         )
     print("goals at 1,000: lateness p99 < 2s, pass p99 < 1s, RSS < 400MB, idle <= 0.02 API/s")
     if "failover" in results:
