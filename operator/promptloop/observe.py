@@ -25,11 +25,13 @@ from promptloop.api import AgentRollout, CanaryStatus, PromptProposal
 from promptloop.constants import API_VERSION, PROPOSAL_KIND
 from promptloop.k8s.client import Kube, KubeError, NotFound
 from promptloop.metrics.base import MetricsUnavailable
-from promptloop.metrics.base import provider_for as evidence_provider_for
+from promptloop.metrics.providers import provider_for as evidence_provider_for
 from promptloop.render.challenger import (
     OwnerRef,
+    PromptSourceKind,
     RenderError,
     render_challenger,
+    resolve_env_from,
     stable_prompt_source,
 )
 from promptloop.rollout.observations import Counters, Observations, Rendering, RouterVersion
@@ -188,8 +190,18 @@ class Gatherer:
             return None, str(error)
         if source.literal is not None:
             return source.literal, None
+        namespace = rollout.metadata.namespace or "default"
+        if source.kind is PromptSourceKind.ENV_FROM:
+            maps: dict[str, dict[str, str] | None] = {}
+            for ref in source.env_from:
+                if ref.kind == "configMap":
+                    value = await self.kube.get_config_map_value(namespace, ref.name, ref.key)
+                    known = maps.setdefault(ref.name, {})
+                    if value is not None and known is not None:
+                        known[ref.key] = value
+            prompt, _why = resolve_env_from(source.env_from, maps)
+            return prompt, None
         if source.config_map is not None and source.key is not None:
-            namespace = rollout.metadata.namespace or "default"
             value = await self.kube.get_config_map_value(namespace, source.config_map, source.key)
             return value, None
         return None, None
