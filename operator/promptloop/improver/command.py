@@ -53,7 +53,6 @@ from promptloop.api.promptproposal import (
     FailureExample,
     PromptProposal,
     PromptProposalSpec,
-    ProposalPhase,
     ProposalSource,
 )
 from promptloop.constants import LABEL_ROLLOUT
@@ -82,6 +81,7 @@ from promptloop.improver.llm import (
     propose,
     render_request,
 )
+from promptloop.rollout.phases import PROPOSAL_CLOSED
 
 if TYPE_CHECKING:
     from promptloop.k8s.sync import SyncKube
@@ -116,16 +116,7 @@ EXIT_EVALUATE = 6
 
 IMPROVER_NAME = "promptloop-improve"
 # Phases after which a proposal no longer competes: a new one may be filed.
-CLOSED_PHASES = frozenset(
-    phase.value
-    for phase in (
-        ProposalPhase.PROMOTED,
-        ProposalPhase.ROLLED_BACK,
-        ProposalPhase.REJECTED,
-        ProposalPhase.SUPERSEDED,
-        ProposalPhase.INVALID,
-    )
-)
+CLOSED_PHASES = frozenset(phase.value for phase in PROPOSAL_CLOSED)
 MAX_EVIDENCE_EXAMPLES = 5
 _EXAMPLE_INPUT_CHARS = 4096
 _SEMVER = re.compile(SEMVER_PATTERN)
