@@ -211,7 +211,8 @@ def test_cluster_scoped_names_derive_from_the_release(helm: Helm) -> None:
     ("values", "path", "reason"),
     [
         (["--set", "watchNamespace=Team A"], "/watchNamespace", "does not match pattern"),
-        (["--set", "operator.replicas=2"], "/operator", "additional properties 'replicas'"),
+        (["--set", "operator.replicas=0"], "/operator/replicas", "minimum: got 0, want 1"),
+        (["--set", "operator.replica=2"], "/operator", "additional properties 'replica'"),
         (["--set", "improver.enabled=true"], "/improver/targets", "minItems: got 0, want 1"),
         (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy", "must be one of"),
         (["--set", "operator.livenessPort=0"], "/operator/livenessPort", "minimum: got 0"),
