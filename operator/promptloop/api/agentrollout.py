@@ -36,6 +36,10 @@ __all__ = [
     "CanaryPolicy",
     "CanaryStatus",
     "DecisionStatus",
+    "EVIDENCE_STRATA_LIMIT",
+    "CounterReading",
+    "EvidenceStratum",
+    "EvidenceWindow",
     "HistoryEntry",
     "HttpMetrics",
     "MetricsSpec",
@@ -52,6 +56,9 @@ __all__ = [
 ]
 
 HISTORY_LIMIT = 20
+#: Strata kept in ``status.evidence``; beyond it the two oldest are merged (one per weight
+#: change, so a whole ladder of 5, 15, ..., 95, 100 plus a floor fits).
+EVIDENCE_STRATA_LIMIT = 24
 
 Percent = Annotated[int, Field(ge=0, le=100)]
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
@@ -229,6 +236,17 @@ class MetricsSpec(SpecModel):
         }
     }
 
+    outcome_lag: Duration | None = Field(
+        default=None,
+        description=(
+            "For providers that cannot follow the counter contract (count a request in total "
+            "only when its outcome is recorded): the longest delay between a request being "
+            "counted and its failure being counted. After every weight change, counter "
+            "increments read within this delay are not used as evidence, so requests served "
+            "under the previous weight never count under the new one. Unset: the provider "
+            "follows the contract."
+        ),
+    )
     prometheus: PrometheusMetrics | None = Field(default=None, description="PromQL provider.")
     agentfield_memory: AgentFieldMemoryMetrics | None = Field(
         default=None,
@@ -262,6 +280,12 @@ class CanaryPolicy(SpecModel):
                     "duration(self.progressDeadline) >= duration(self.interval)",
                     "canary.progressDeadline must be at least canary.interval",
                     field_path=".progressDeadline",
+                ),
+                cel(
+                    "!has(self.decisionDeadline) || "
+                    "duration(self.decisionDeadline) >= duration(self.interval)",
+                    "canary.decisionDeadline must be at least canary.interval",
+                    field_path=".decisionDeadline",
                 ),
             ]
         }
@@ -312,7 +336,10 @@ class CanaryPolicy(SpecModel):
         default=None,
         ge=0,
         le=1,
-        description="Absolute guard: a challenger failing more often than this rolls back.",
+        description=(
+            "Absolute guard: a challenger whose failure rate is surely above this (its lower "
+            "confidence bound, at alpha/2, is above it) rolls back."
+        ),
     )
     non_inferiority_margin: float = Field(
         default=0.0,
@@ -321,6 +348,15 @@ class CanaryPolicy(SpecModel):
         description=(
             "How much worse (absolute failure rate) the challenger may be and still count as "
             "at least as good."
+        ),
+    )
+    decision_deadline: Duration | None = Field(
+        default=None,
+        description=(
+            "How long a canary may stay undecided: one still holding this long after it began "
+            "(inconclusive, too few samples, no data) is rolled back with reason "
+            "DecisionDeadline, so a worse challenger cannot keep its share for a day on too "
+            "little traffic. Unset: no deadline."
         ),
     )
     progress_deadline: Duration = Field(
@@ -404,6 +440,63 @@ class WindowBaseline(ApiModel):
     stable_failed: int = Field(default=0, ge=0, description="Stable's cumulative failures then.")
     canary_total: int = Field(default=0, ge=0, description="Canary's cumulative requests then.")
     canary_failed: int = Field(default=0, ge=0, description="Canary's cumulative failures then.")
+
+
+class CounterReading(ApiModel):
+    """One version's cumulative counters as last read."""
+
+    total: int = Field(default=0, ge=0, description="Cumulative requests.")
+    failed: int = Field(default=0, ge=0, description="Cumulative failures.")
+
+
+class EvidenceStratum(ApiModel):
+    """The window's evidence while the canary held one weight: both versions saw the same
+    conditions, so they are compared within it (rollout/decision.py, Stratum)."""
+
+    weight: int = Field(ge=0, le=100, description="The canary's weight during the stratum.")
+    since: str = Field(description="When the weight came into force (RFC 3339).")
+    stable_total: int = Field(default=0, ge=0, description="Stable requests in it.")
+    stable_failed: int = Field(default=0, ge=0, description="Stable failures in it.")
+    canary_total: int = Field(default=0, ge=0, description="Canary requests in it.")
+    canary_failed: int = Field(default=0, ge=0, description="Canary failures in it.")
+    ticks: int = Field(
+        default=0, ge=0, description="Reads that carried information on the failures' split."
+    )
+    dispersion: list[float] = Field(
+        default_factory=list,
+        max_length=5,
+        description=(
+            "Per-read sums for the dispersion estimate: residual squares, residual x failures, "
+            "failures squared, variance, variance x failures squared."
+        ),
+    )
+
+
+class EvidenceWindow(ApiModel):
+    """The current canary's evidence as a compact ledger of counter increments.
+
+    Evidence is the sum of the non-negative increments between consecutive reads, per version
+    (Prometheus ``increase()``), grouped in one stratum per weight. A counter that went back
+    (a restart) loses only the increment in which it happened, and is counted in
+    ``stableResets``/``canaryResets``.
+    """
+
+    started_at: str = Field(description="When the window opened (RFC 3339).")
+    read_at: str | None = Field(default=None, description="When the counters were last read.")
+    stable_last: CounterReading = Field(description="Stable's counters at the last read.")
+    canary_last: CounterReading = Field(description="Canary's counters at the last read.")
+    strata: list[EvidenceStratum] = Field(
+        default_factory=list,
+        max_length=EVIDENCE_STRATA_LIMIT,
+        description="The evidence per weight, oldest first.",
+    )
+    stable_resets: int = Field(default=0, ge=0, description="Stable counter resets seen.")
+    canary_resets: int = Field(default=0, ge=0, description="Canary counter resets seen.")
+    skipped_reads: int = Field(
+        default=0,
+        ge=0,
+        description="Reads not used as evidence: within metrics.outcomeLag of a weight change.",
+    )
 
 
 class DecisionStatus(ApiModel):
@@ -497,7 +590,14 @@ class AgentRolloutStatus(ApiModel):
         description="Other registered versions, held at the router's minimum share.",
     )
     counts: VersionCounts | None = Field(default=None, description="Counts in the window.")
-    window: WindowBaseline | None = Field(default=None, description="The window's baseline.")
+    window: WindowBaseline | None = Field(
+        default=None,
+        description="The window's baseline (superseded by evidence; kept for older objects).",
+    )
+    evidence: EvidenceWindow | None = Field(
+        default=None,
+        description="The current canary's evidence: counter increments per weight.",
+    )
     decision: DecisionStatus | None = Field(default=None, description="The last verdict.")
     history: list[HistoryEntry] = Field(
         default_factory=list,

@@ -112,6 +112,7 @@ import enum
 import functools
 import math
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import NamedTuple
 
 __all__ = [
@@ -122,11 +123,16 @@ __all__ = [
     "Decision",
     "Evidence",
     "Policy",
+    "Stratum",
     "Verdict",
+    "add_tick",
     "assess",
     "confidence_sequence",
     "critical_value",
     "decide",
+    "dispersion",
+    "guard_bound",
+    "stratified_sequence",
 ]
 
 #: The effective sample size ``n_c n_s / (n_c + n_s)`` at which the boundary is tightest.
@@ -210,6 +216,9 @@ class Policy:
         Where a worse challenger drops to, in percent.
     ceiling
         The majority step, in percent: reaching it from below needs approval.
+    decision_deadline
+        Seconds after the canary began by which it must have been decided: a canary still
+        holding then (inconclusive, too few samples, no data) is rolled back. ``None``: none.
     """
 
     alpha: float = 0.05
@@ -219,6 +228,7 @@ class Policy:
     max_step: int = 10
     floor: int = 0
     ceiling: int = 50
+    decision_deadline: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 0.5:
@@ -235,6 +245,8 @@ class Policy:
             raise ValueError(f"floor must be in [0, 100], got {self.floor}")
         if not 1 <= self.ceiling <= 100:
             raise ValueError(f"ceiling must be in [1, 100], got {self.ceiling}")
+        if self.decision_deadline is not None and not self.decision_deadline > 0.0:
+            raise ValueError(f"decision_deadline must be > 0 s, got {self.decision_deadline}")
 
 
 @dataclass(frozen=True)
@@ -400,6 +412,203 @@ def confidence_sequence(stable: Counts, canary: Counts, alpha: float) -> Confide
     )
 
 
+class Stratum(NamedTuple):
+    """Both versions' evidence from a stretch of time in which they saw the same conditions.
+
+    The operator opens a stratum whenever the canary's weight changes (``rollout.window``), so
+    within one the traffic split is constant and whatever moves the base rate (an incident,
+    daily drift) moves both versions alike. The first four fields are counts; the rest are the
+    per-tick sums :func:`dispersion` needs, accumulated by :func:`add_tick` (zero when the
+    counts did not come tick by tick).
+
+    A named tuple because the simulation bench builds millions of them.
+    """
+
+    stable_samples: int
+    stable_failures: int
+    canary_samples: int
+    canary_failures: int
+    #: Ticks that carried information about the split of failures (both versions served,
+    #: at least one failure).
+    ticks: int = 0
+    #: ``sum r_t^2`` with ``r_t = f_c,t - q_t F_t`` (canary failures minus their share under
+    #: equal rates; ``q_t`` the canary's share of the tick's requests, ``F_t`` its failures).
+    residual_squares: float = 0.0
+    #: ``sum r_t F_t``.
+    residual_by_failures: float = 0.0
+    #: ``sum F_t^2``.
+    failures_squared: float = 0.0
+    #: ``sum v_t``, ``v_t = F_t q_t (1 - q_t) (N_t - F_t) / (N_t - 1)``: the hypergeometric
+    #: variance of ``f_c,t`` given the tick's totals, when every request is independent.
+    variance: float = 0.0
+    #: ``sum F_t^2 v_t``.
+    variance_by_failures_squared: float = 0.0
+
+
+#: An empty stratum, the start of every accumulation.
+EMPTY_STRATUM = Stratum(0, 0, 0, 0)
+
+#: Informative ticks needed before the dispersion estimate replaces the binomial assumption.
+MIN_DISPERSION_TICKS = 10
+
+
+def add_tick(
+    stratum: Stratum,
+    stable_samples: int,
+    stable_failures: int,
+    canary_samples: int,
+    canary_failures: int,
+) -> Stratum:
+    """``stratum`` with one tick's increments of both versions added (counts and dispersion sums).
+
+    Parameters
+    ----------
+    stratum
+        The stratum so far.
+    stable_samples, stable_failures, canary_samples, canary_failures
+        What each version's counters rose by since the previous read (non-negative).
+    """
+    n_c = canary_samples
+    total = stable_samples + n_c
+    failures = stable_failures + canary_failures
+    if n_c <= 0 or stable_samples <= 0 or failures <= 0 or total < 2:
+        return Stratum(
+            stratum.stable_samples + stable_samples,
+            stratum.stable_failures + stable_failures,
+            stratum.canary_samples + n_c,
+            stratum.canary_failures + canary_failures,
+            *stratum[4:],
+        )
+    share = n_c / total
+    residual = canary_failures - share * failures
+    # Failures can exceed requests within one tick when counters are read a moment apart;
+    # the variance is then taken as zero (the tick still adds its residual).
+    spread = max(total - failures, 0) / (total - 1)
+    variance = failures * share * (1.0 - share) * spread
+    failures_squared = float(failures * failures)
+    return Stratum(
+        stratum.stable_samples + stable_samples,
+        stratum.stable_failures + stable_failures,
+        stratum.canary_samples + n_c,
+        stratum.canary_failures + canary_failures,
+        stratum.ticks + 1,
+        stratum.residual_squares + residual * residual,
+        stratum.residual_by_failures + residual * failures,
+        stratum.failures_squared + failures_squared,
+        stratum.variance + variance,
+        stratum.variance_by_failures_squared + failures_squared * variance,
+    )
+
+
+def dispersion(strata: Sequence[Stratum]) -> float:
+    """The extra-binomial variance factor ``phi >= 1`` of the canary's share of failures.
+
+    Within a tick, given how many requests each version served and how many failed in all,
+    the canary's failures are hypergeometric when requests fail independently; retries and
+    other clusters of correlated failures (one failed task counted as 3 attempts) multiply
+    that variance by about the cluster size. Per stratum the residuals ``r_t`` are regressed
+    on ``F_t`` (which absorbs a real difference between the versions, so a better or worse
+    challenger does not look overdispersed), and
+
+        phi = sum RSS_k / sum (V_k - sum F_t^2 v_t / sum F_t^2),
+
+    the Pearson estimate with its degrees of freedom accounted for. Below
+    ``MIN_DISPERSION_TICKS`` informative ticks, or when the data show less variance than the
+    binomial, ``phi = 1``.
+    """
+    squares = expected = 0.0
+    ticks = 0
+    for s in strata:
+        if s.ticks < 2 or s.failures_squared <= 0.0:
+            continue
+        squares += s.residual_squares - s.residual_by_failures**2 / s.failures_squared
+        expected += s.variance - s.variance_by_failures_squared / s.failures_squared
+        ticks += s.ticks - 1
+    if ticks < MIN_DISPERSION_TICKS or expected <= 0.0 or squares <= expected:
+        return 1.0
+    return squares / expected
+
+
+def stratified_sequence(
+    strata: Sequence[Stratum], alpha: float, phi: float = 1.0
+) -> ConfidenceSequence:
+    """The time-uniform confidence sequence for the difference combined over strata.
+
+    Each stratum's difference ``d_k`` is weighted Mantel-Haenszel-style by its effective
+    samples ``w_k = n_c,k n_s,k / (n_c,k + n_s,k)``: ``d = sum w_k d_k / W`` with
+    ``W = sum w_k``. Each bound combines the strata's Newcombe score half-widths (module
+    docstring) the way independent variances add,
+
+        lower = d - sqrt(sum w_k^2 ((p_c,k - l_c,k)^2 + (u_s,k - p_s,k)^2)) / W,
+
+    all evaluated at ``z = c(W / phi) sqrt(phi)``: the boundary for the information actually
+    gathered, widened by the dispersion. With one stratum and ``phi = 1`` this is exactly
+    :func:`confidence_sequence`. A shift of the base rate between strata moves ``p_c,k`` and
+    ``p_s,k`` alike and cancels in ``d_k``, where pooled counts would carry it into the
+    difference whenever the split changed with it.
+
+    Parameters
+    ----------
+    strata
+        The strata; those without samples from both versions carry no comparison and are
+        skipped.
+    alpha
+        The two-sided error budget.
+    phi
+        The dispersion factor (:func:`dispersion`).
+
+    Raises
+    ------
+    ValueError
+        When no stratum has samples from both versions.
+    """
+    usable = [s for s in strata if s.stable_samples > 0 and s.canary_samples > 0]
+    if not usable:
+        raise ValueError("a confidence sequence needs a stratum with samples from both versions")
+    if len(usable) == 1 and phi == 1.0:
+        s = usable[0]
+        return confidence_sequence(
+            Counts(s.stable_samples, s.stable_failures),
+            Counts(s.canary_samples, s.canary_failures),
+            alpha,
+        )
+    weights = [
+        s.canary_samples * s.stable_samples / (s.canary_samples + s.stable_samples) for s in usable
+    ]
+    total_weight = sum(weights)
+    critical = critical_value(total_weight / phi, alpha)
+    z = critical * math.sqrt(phi)
+    difference = low = high = 0.0
+    for s, w in zip(usable, weights, strict=True):
+        p_c, lo_c, hi_c = _score_bounds(min(s.canary_failures, s.canary_samples), s.canary_samples, z)
+        p_s, lo_s, hi_s = _score_bounds(min(s.stable_failures, s.stable_samples), s.stable_samples, z)
+        difference += w * (p_c - p_s)
+        low += w * w * ((p_c - lo_c) ** 2 + (hi_s - p_s) ** 2)
+        high += w * w * ((hi_c - p_c) ** 2 + (p_s - lo_s) ** 2)
+    estimate = difference / total_weight
+    return ConfidenceSequence(
+        estimate,
+        estimate - math.sqrt(low) / total_weight,
+        estimate + math.sqrt(high) / total_weight,
+        critical,
+        total_weight,
+    )
+
+
+def guard_bound(canary: Counts, alpha: float, phi: float = 1.0) -> float:
+    """The canary's time-uniform lower confidence bound on its own failure rate.
+
+    The one-sample version of the sequence above (score bound with skew term at
+    ``z = c(n / phi) sqrt(phi)``, spending ``alpha / 2``): ``maxFailureRate`` rolls back only
+    when this bound is above it, i.e. when the rate is surely above the guard, however often
+    it is checked.
+    """
+    if canary.samples <= 0:
+        return 0.0
+    critical = critical_value(canary.samples / phi, alpha)
+    return _score_bounds(canary.failures, canary.samples, critical * math.sqrt(phi))[1]
+
+
 def _side(cs: ConfidenceSequence, margin: float) -> tuple[float, float]:
     """``(d - margin, h)``: the signed distance to the margin and the half-width facing it."""
     distance = cs.estimate - margin
@@ -435,12 +644,19 @@ def assess(stable: Counts | None, canary: Counts | None, policy: Policy) -> Asse
 
 
 def _classify(
-    stable: Counts, canary: Counts, policy: Policy
+    stable: Counts,
+    canary: Counts,
+    policy: Policy,
+    strata: Sequence[Stratum] | None = None,
+    phi: float = 1.0,
 ) -> tuple[Evidence, ConfidenceSequence, float]:
     """The evidence, the sequence and the statistic, for counts with samples on both sides."""
-    cs = confidence_sequence(stable, canary, policy.alpha)
+    if strata is None:
+        cs = confidence_sequence(stable, canary, policy.alpha)
+    else:
+        cs = stratified_sequence(strata, policy.alpha, phi)
     distance, half = _side(cs, policy.margin)
-    statistic = cs.critical * distance / half
+    statistic = cs.critical * distance / half if half > 0.0 else 0.0
     if cs.lower > policy.margin:
         return Evidence.WORSE, cs, statistic
     if cs.upper < policy.margin:
@@ -501,6 +717,16 @@ def _interval(cs: ConfidenceSequence, alpha: float) -> str:
     )
 
 
+def _strata_note(strata: Sequence[Stratum] | None, phi: float) -> str:
+    if strata is None:
+        return ""
+    used = sum(1 for s in strata if s.stable_samples > 0 and s.canary_samples > 0)
+    note = f"; {used} {'stratum' if used == 1 else 'strata'} (one per weight)"
+    if phi > 1.0:
+        note += f", failures {phi:.2f}x as variable as independent requests (widened)"
+    return note
+
+
 def decide(
     *,
     stable: Counts | None,
@@ -508,8 +734,10 @@ def decide(
     policy: Policy,
     weight: int,
     approved: bool,
+    strata: Sequence[Stratum] | None = None,
+    canary_age: float | None = None,
 ) -> Decision:
-    """Decide the canary's next weight from both versions' cumulative counts in the window.
+    """Decide the canary's next weight from both versions' counts in the window.
 
     Safe to call on every tick with growing counts: claims come from a time-uniform confidence
     sequence (module docstring), so checking often does not inflate the error rate.
@@ -517,22 +745,73 @@ def decide(
     Parameters
     ----------
     stable, canary
-        Cumulative counts since the canary started, or ``None`` when metrics are unavailable.
+        Each version's counts summed over the window, or ``None`` when metrics are unavailable.
     policy
         The canary policy.
     weight
         The canary's current weight, in percent (0-100).
     approved
         Whether a person approved the proposal (needed to reach the ceiling from below).
+    strata
+        The same evidence split where the traffic split changed (:class:`Stratum`); the
+        versions are compared within each and the comparisons combined
+        (:func:`stratified_sequence`), with the dispersion estimated from the per-tick sums
+        (:func:`dispersion`). ``None``: one stratum, the sums, independent requests.
+    canary_age
+        Seconds since the canary began, for ``policy.decision_deadline``.
 
     Returns
     -------
     Decision
-        In order: no data -> hold; a version below ``min_samples`` -> hold; canary rate above
-        ``max_failure_rate`` -> rollback; evidence worse -> rollback; evidence better -> step,
-        await-approval or promote; otherwise hold. Rollbacks go to ``min(floor, weight)``:
-        a rollback never raises the weight.
+        In order: no data -> hold; a version below ``min_samples`` -> hold; canary rate surely
+        above ``max_failure_rate`` -> rollback; evidence worse -> rollback; evidence better ->
+        step, await-approval or promote; otherwise hold. A hold at or past the decision
+        deadline becomes a rollback that says so. Rollbacks go to ``min(floor, weight)``: a
+        rollback never raises the weight.
     """
+    decision = _decide(
+        stable=stable,
+        canary=canary,
+        policy=policy,
+        weight=weight,
+        approved=approved,
+        strata=strata,
+    )
+    if (
+        decision.verdict is Verdict.HOLD
+        and policy.decision_deadline is not None
+        and canary_age is not None
+        and canary_age >= policy.decision_deadline
+    ):
+        rollback_to = min(policy.floor, weight)
+        return Decision(
+            Verdict.ROLLBACK,
+            f"Decision deadline passed: the canary is still undecided after"
+            f" {_duration(canary_age)} (deadline {_duration(policy.decision_deadline)});"
+            f" rolling back to {rollback_to}%. Last evidence: {decision.reason}",
+            decision.statistic,
+            decision.samples_needed,
+            rollback_to,
+        )
+    return decision
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60.0)
+    if minutes < 120:
+        return f"{minutes} min"
+    return f"{minutes / 60.0:.1f} h"
+
+
+def _decide(
+    *,
+    stable: Counts | None,
+    canary: Counts | None,
+    policy: Policy,
+    weight: int,
+    approved: bool,
+    strata: Sequence[Stratum] | None,
+) -> Decision:
     if not 0 <= weight <= 100:
         raise ValueError(f"weight must be in [0, 100], got {weight}")
 
@@ -563,22 +842,27 @@ def decide(
             weight,
         )
 
-    evidence, cs, statistic = _classify(stable, canary, policy)
+    phi = dispersion(strata) if strata is not None else 1.0
+    evidence, cs, statistic = _classify(stable, canary, policy, strata, phi)
     rollback_to = min(policy.floor, weight)
-    observed = _describe(stable, canary)
+    observed = _describe(stable, canary) + _strata_note(strata, phi)
 
     if policy.max_failure_rate is not None and (
         canary.failures > policy.max_failure_rate * canary.samples
     ):
-        return Decision(
-            Verdict.ROLLBACK,
-            f"Canary failure rate {canary.failures / canary.samples:.1%}"
-            f" ({canary.failures}/{canary.samples}) exceeds the"
-            f" {policy.max_failure_rate:.1%} guard; rolling back to {rollback_to}%.",
-            statistic,
-            None,
-            rollback_to,
-        )
+        bound = guard_bound(canary, policy.alpha, phi)
+        if bound > policy.max_failure_rate:
+            return Decision(
+                Verdict.ROLLBACK,
+                f"Canary failure rate {canary.failures / canary.samples:.1%}"
+                f" ({canary.failures}/{canary.samples}) is surely above the"
+                f" {policy.max_failure_rate:.1%} guard: its"
+                f" {100.0 * (1.0 - policy.alpha / 2.0):g}% lower confidence bound is"
+                f" {bound:.2%}; rolling back to {rollback_to}%.",
+                statistic,
+                None,
+                rollback_to,
+            )
 
     margin = f"{100.0 * policy.margin:+.2f}"
     if evidence is Evidence.WORSE:
