@@ -123,6 +123,7 @@ __all__ = [
     "Decision",
     "Evidence",
     "Policy",
+    "Ruling",
     "Stratum",
     "Verdict",
     "add_tick",
@@ -132,6 +133,7 @@ __all__ = [
     "decide",
     "dispersion",
     "guard_bound",
+    "rule",
     "stratified_sequence",
 ]
 
@@ -398,10 +400,14 @@ def confidence_sequence(stable: Counts, canary: Counts, alpha: float) -> Confide
     """
     if stable.samples <= 0 or canary.samples <= 0:
         raise ValueError("a confidence sequence needs samples from both versions")
-    effective = canary.samples * stable.samples / (canary.samples + stable.samples)
+    return _sequence(stable.samples, stable.failures, canary.samples, canary.failures, alpha)
+
+
+def _sequence(n_s: int, f_s: int, n_c: int, f_c: int, alpha: float) -> ConfidenceSequence:
+    effective = n_c * n_s / (n_c + n_s)
     critical = critical_value(effective, alpha)
-    p_c, lo_c, hi_c = _score_bounds(canary.failures, canary.samples, critical)
-    p_s, lo_s, hi_s = _score_bounds(stable.failures, stable.samples, critical)
+    p_c, lo_c, hi_c = _score_bounds(f_c, n_c, critical)
+    p_s, lo_s, hi_s = _score_bounds(f_s, n_s, critical)
     estimate = p_c - p_s
     return ConfidenceSequence(
         estimate,
@@ -567,9 +573,11 @@ def stratified_sequence(
         raise ValueError("a confidence sequence needs a stratum with samples from both versions")
     if len(usable) == 1 and phi == 1.0:
         s = usable[0]
-        return confidence_sequence(
-            Counts(s.stable_samples, s.stable_failures),
-            Counts(s.canary_samples, s.canary_failures),
+        return _sequence(
+            s.stable_samples,
+            min(s.stable_failures, s.stable_samples),
+            s.canary_samples,
+            min(s.canary_failures, s.canary_samples),
             alpha,
         )
     weights = [
@@ -727,6 +735,115 @@ def _strata_note(strata: Sequence[Stratum] | None, phi: float) -> str:
     return note
 
 
+class Ruling(NamedTuple):
+    """The verdict and the numbers behind it, before they are put in words (:func:`decide`).
+
+    :func:`rule` is the decision; :func:`decide` adds the sentence a person reads and the
+    samples-still-needed estimate. Both give the same verdict and weight for the same input
+    (a property test holds them to it); the simulation bench calls :func:`rule` on its
+    millions of ticks, the operator calls :func:`decide` once per tick.
+    """
+
+    verdict: Verdict
+    next_weight: int
+    #: no-data, min-samples, guard, worse, inconclusive, better, deadline
+    kind: str
+    sequence: ConfidenceSequence | None = None
+    statistic: float | None = None
+    phi: float = 1.0
+    #: The guard's bound for kind guard; the held ruling for kind deadline is in ``held``.
+    bound: float | None = None
+    held: Ruling | None = None
+
+
+def rule(
+    *,
+    stable: Counts | None,
+    canary: Counts | None,
+    policy: Policy,
+    weight: int,
+    approved: bool,
+    strata: Sequence[Stratum] | None = None,
+    canary_age: float | None = None,
+) -> Ruling:
+    """The verdict of :func:`decide` without its explanation (same parameters)."""
+    if not 0 <= weight <= 100:
+        raise ValueError(f"weight must be in [0, 100], got {weight}")
+    ruling = _rule(stable, canary, policy, weight, approved, strata)
+    if (
+        ruling.verdict is Verdict.HOLD
+        and policy.decision_deadline is not None
+        and canary_age is not None
+        and canary_age >= policy.decision_deadline
+    ):
+        return Ruling(
+            Verdict.ROLLBACK,
+            min(policy.floor, weight),
+            "deadline",
+            ruling.sequence,
+            ruling.statistic,
+            ruling.phi,
+            None,
+            ruling,
+        )
+    return ruling
+
+
+def _rule(
+    stable: Counts | None,
+    canary: Counts | None,
+    policy: Policy,
+    weight: int,
+    approved: bool,
+    strata: Sequence[Stratum] | None,
+) -> Ruling:
+    if stable is None or canary is None or stable.samples == 0 or canary.samples == 0:
+        return Ruling(Verdict.HOLD, weight, "no-data")
+    if stable.samples < policy.min_samples or canary.samples < policy.min_samples:
+        return Ruling(Verdict.HOLD, weight, "min-samples")
+
+    phi = dispersion(strata) if strata is not None else 1.0
+    evidence, cs, statistic = _classify(stable, canary, policy, strata, phi)
+    rollback_to = min(policy.floor, weight)
+    guard = policy.max_failure_rate
+    if guard is not None and canary.failures > guard * canary.samples:
+        bound = guard_bound(canary, policy.alpha, phi)
+        if bound > guard:
+            return Ruling(Verdict.ROLLBACK, rollback_to, "guard", cs, statistic, phi, bound)
+    if evidence is Evidence.WORSE:
+        return Ruling(Verdict.ROLLBACK, rollback_to, "worse", cs, statistic, phi)
+    if evidence is Evidence.INCONCLUSIVE:
+        return Ruling(Verdict.HOLD, weight, "inconclusive", cs, statistic, phi)
+    # Evidence.BETTER: at least as good up to the margin.
+    candidate = min(weight + policy.max_step, 100)
+    if candidate >= policy.ceiling and weight < policy.ceiling and not approved:
+        return Ruling(Verdict.AWAIT_APPROVAL, weight, "better", cs, statistic, phi)
+    if approved and weight < policy.ceiling:
+        # Approval lets the canary pass the ceiling; it skips no evidence, so the step is an
+        # ordinary one (the jump to the ceiling is for approval given while it waits there).
+        return Ruling(Verdict.STEP, candidate, "better", cs, statistic, phi)
+    if weight == 100:
+        return Ruling(Verdict.PROMOTE, 100, "better", cs, statistic, phi)
+    return Ruling(Verdict.STEP, candidate, "better", cs, statistic, phi)
+
+
+def _strata_note(strata: Sequence[Stratum] | None, phi: float) -> str:
+    if strata is None:
+        return ""
+    used = sum(1 for s in strata if s.stable_samples > 0 and s.canary_samples > 0)
+    note = f"; {used} {'stratum' if used == 1 else 'strata'} (one per weight)"
+    if phi > 1.0:
+        note += f"; failures {phi:.2f}x as variable as independent requests (interval widened)"
+    return note
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60.0)
+    if minutes < 120:
+        return f"{minutes} min"
+    return f"{minutes / 60.0:.1f} h"
+
+
 def decide(
     *,
     stable: Counts | None,
@@ -769,53 +886,44 @@ def decide(
         deadline becomes a rollback that says so. Rollbacks go to ``min(floor, weight)``: a
         rollback never raises the weight.
     """
-    decision = _decide(
+    ruling = rule(
         stable=stable,
         canary=canary,
         policy=policy,
         weight=weight,
         approved=approved,
         strata=strata,
+        canary_age=canary_age,
     )
-    if (
-        decision.verdict is Verdict.HOLD
-        and policy.decision_deadline is not None
-        and canary_age is not None
-        and canary_age >= policy.decision_deadline
-    ):
-        rollback_to = min(policy.floor, weight)
-        return Decision(
-            Verdict.ROLLBACK,
-            f"Decision deadline passed: the canary is still undecided after"
-            f" {_duration(canary_age)} (deadline {_duration(policy.decision_deadline)});"
-            f" rolling back to {rollback_to}%. Last evidence: {decision.reason}",
-            decision.statistic,
-            decision.samples_needed,
-            rollback_to,
-        )
-    return decision
+    return _explain(ruling, stable, canary, policy, weight, approved, strata, canary_age)
 
 
-def _duration(seconds: float) -> str:
-    minutes = round(seconds / 60.0)
-    if minutes < 120:
-        return f"{minutes} min"
-    return f"{minutes / 60.0:.1f} h"
-
-
-def _decide(
-    *,
+def _explain(
+    ruling: Ruling,
     stable: Counts | None,
     canary: Counts | None,
     policy: Policy,
     weight: int,
     approved: bool,
     strata: Sequence[Stratum] | None,
+    canary_age: float | None,
 ) -> Decision:
-    if not 0 <= weight <= 100:
-        raise ValueError(f"weight must be in [0, 100], got {weight}")
-
-    if stable is None or canary is None or stable.samples == 0 or canary.samples == 0:
+    """The ruling in words, with the samples still needed when it holds."""
+    verdict, next_weight, kind = ruling.verdict, ruling.next_weight, ruling.kind
+    if kind == "deadline":
+        assert ruling.held is not None and canary_age is not None
+        assert policy.decision_deadline is not None
+        held = _explain(ruling.held, stable, canary, policy, weight, approved, strata, None)
+        return Decision(
+            verdict,
+            f"Decision deadline passed: the canary is still undecided after"
+            f" {_duration(canary_age)} (deadline {_duration(policy.decision_deadline)});"
+            f" rolling back to {next_weight}%. Last evidence: {held.reason}",
+            held.statistic,
+            held.samples_needed,
+            next_weight,
+        )
+    if kind == "no-data":
         missing = []
         for name, counts in (("stable", stable), ("canary", canary)):
             if counts is None:
@@ -823,17 +931,17 @@ def _decide(
             elif counts.samples == 0:
                 missing.append(f"the {name} version has served no requests in the window")
         return Decision(
-            Verdict.HOLD,
+            verdict,
             f"No data: {' and '.join(missing)}; holding at {weight}%.",
             None,
             None,
             weight,
         )
-
-    if stable.samples < policy.min_samples or canary.samples < policy.min_samples:
+    assert stable is not None and canary is not None
+    if kind == "min-samples":
         needed = policy.min_samples - min(stable.samples, canary.samples)
         return Decision(
-            Verdict.HOLD,
+            verdict,
             f"Need about {needed} more samples: stable has {stable.samples} and canary"
             f" {canary.samples} of the {policy.min_samples} each needs before any verdict;"
             f" holding at {weight}%.",
@@ -841,41 +949,34 @@ def _decide(
             needed,
             weight,
         )
-
-    phi = dispersion(strata) if strata is not None else 1.0
-    evidence, cs, statistic = _classify(stable, canary, policy, strata, phi)
-    rollback_to = min(policy.floor, weight)
-    observed = _describe(stable, canary) + _strata_note(strata, phi)
-
-    if policy.max_failure_rate is not None and (
-        canary.failures > policy.max_failure_rate * canary.samples
-    ):
-        bound = guard_bound(canary, policy.alpha, phi)
-        if bound > policy.max_failure_rate:
-            return Decision(
-                Verdict.ROLLBACK,
-                f"Canary failure rate {canary.failures / canary.samples:.1%}"
-                f" ({canary.failures}/{canary.samples}) is surely above the"
-                f" {policy.max_failure_rate:.1%} guard: its"
-                f" {100.0 * (1.0 - policy.alpha / 2.0):g}% lower confidence bound is"
-                f" {bound:.2%}; rolling back to {rollback_to}%.",
-                statistic,
-                None,
-                rollback_to,
-            )
-
+    cs = ruling.sequence
+    assert cs is not None
+    statistic = ruling.statistic
+    observed = _describe(stable, canary) + _strata_note(strata, ruling.phi)
     margin = f"{100.0 * policy.margin:+.2f}"
-    if evidence is Evidence.WORSE:
+    if kind == "guard":
+        assert policy.max_failure_rate is not None and ruling.bound is not None
         return Decision(
-            Verdict.ROLLBACK,
-            f"Canary is worse: {observed}; {_interval(cs, policy.alpha)}, entirely above the"
-            f" margin {margin}; rolling back to {rollback_to}%.",
+            verdict,
+            f"Canary failure rate {canary.failures / canary.samples:.1%}"
+            f" ({canary.failures}/{canary.samples}) is surely above the"
+            f" {policy.max_failure_rate:.1%} guard: its"
+            f" {100.0 * (1.0 - policy.alpha / 2.0):g}% lower confidence bound is"
+            f" {ruling.bound:.2%}; rolling back to {next_weight}%.",
             statistic,
             None,
-            rollback_to,
+            next_weight,
         )
-
-    if evidence is Evidence.INCONCLUSIVE:
+    if kind == "worse":
+        return Decision(
+            verdict,
+            f"Canary is worse: {observed}; {_interval(cs, policy.alpha)}, entirely above the"
+            f" margin {margin}; rolling back to {next_weight}%.",
+            statistic,
+            None,
+            next_weight,
+        )
+    if kind == "inconclusive":
         smaller = min(stable.samples, canary.samples)
         further = _samples_needed(cs, policy.margin, policy.alpha, smaller)
         which = "canary" if canary.samples <= stable.samples else "stable"
@@ -886,51 +987,28 @@ def _decide(
             " samples still needed"
         )
         return Decision(
-            Verdict.HOLD,
+            verdict,
             f"Inconclusive: {observed}; {_interval(cs, policy.alpha)}, which contains the"
             f" margin {margin}; {estimate}; holding at {weight}%.",
             statistic,
             further,
             weight,
         )
-
-    # Evidence.BETTER: at least as good up to the margin.
     because = (
         f"Canary is at least as good: {observed}; {_interval(cs, policy.alpha)},"
         f" entirely below the margin {margin}"
     )
-    candidate = min(weight + policy.max_step, 100)
-    if candidate >= policy.ceiling and weight < policy.ceiling and not approved:
-        return Decision(
-            Verdict.AWAIT_APPROVAL,
+    if verdict is Verdict.AWAIT_APPROVAL:
+        candidate = min(weight + policy.max_step, 100)
+        text = (
             f"{because}; the next step ({candidate}%) reaches the {policy.ceiling}% ceiling,"
-            f" which needs approval; holding at {weight}% until the proposal is approved.",
-            statistic,
-            None,
-            weight,
+            f" which needs approval; holding at {weight}% until the proposal is approved."
         )
-    if approved and weight < policy.ceiling:
-        # Approval lets the canary pass the ceiling; it skips no evidence, so the step is an
-        # ordinary one (the jump to the ceiling is for approval given while it waits there).
-        return Decision(
-            Verdict.STEP,
-            f"{because}; approved, stepping to {candidate}%.",
-            statistic,
-            None,
-            candidate,
-        )
-    if weight == 100:
-        return Decision(
-            Verdict.PROMOTE,
-            f"{because}; the canary serves all traffic: promoting.",
-            statistic,
-            None,
-            100,
-        )
-    return Decision(
-        Verdict.STEP,
-        f"{because}; stepping to {candidate}%.",
-        statistic,
-        None,
-        candidate,
-    )
+    elif verdict is Verdict.PROMOTE:
+        text = f"{because}; the canary serves all traffic: promoting."
+    elif approved and weight < policy.ceiling:
+        text = f"{because}; approved, stepping to {next_weight}%."
+    else:
+        text = f"{because}; stepping to {next_weight}%."
+    return Decision(verdict, text, statistic, None, next_weight)
+
