@@ -26,6 +26,7 @@ from promptloop.api.common import (
 from promptloop.constants import API_VERSION, DEFAULT_PROMPT_ENV, ROLLOUT_KIND
 
 __all__ = [
+    "EVIDENCE_STRATA_LIMIT",
     "HISTORY_LIMIT",
     "AgentFieldMemoryMetrics",
     "AgentFieldRouter",
@@ -35,9 +36,8 @@ __all__ = [
     "AgentRolloutStatus",
     "CanaryPolicy",
     "CanaryStatus",
-    "DecisionStatus",
-    "EVIDENCE_STRATA_LIMIT",
     "CounterReading",
+    "DecisionStatus",
     "EvidenceStratum",
     "EvidenceWindow",
     "HistoryEntry",

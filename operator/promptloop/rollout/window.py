@@ -35,8 +35,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Cumulative:
+class Cumulative(NamedTuple):
     """One version's cumulative counters as a provider reports them."""
 
     total: int
@@ -148,15 +147,6 @@ def open_ledger(*, stable: Cumulative, canary: Cumulative, at: float) -> Ledger:
     return Ledger(at, at, stable, canary)
 
 
-def _increment(last: Cumulative, now: Cumulative) -> tuple[int, int] | None:
-    """``now - last``, or ``None`` when either counter went back (a reset)."""
-    total = now.total - last.total
-    failed = now.failed - last.failed
-    if total < 0 or failed < 0:
-        return None
-    return total, failed
-
-
 def record_read(
     ledger: Ledger,
     *,
@@ -197,18 +187,23 @@ def record_read(
         # The weight written at the previous read has been in force since then.
         current = LedgerStratum(weight, ledger.read_at, EMPTY_STRATUM)
         kept = strata
-    stable_step = _increment(ledger.stable_last, stable)
-    canary_step = _increment(ledger.canary_last, canary)
-    resets = tuple(
-        name for name, step in (("stable", stable_step), ("canary", canary_step)) if step is None
-    )
+    last_s, last_c = ledger.stable_last, ledger.canary_last
+    ds, fs = stable.total - last_s.total, stable.failed - last_s.failed
+    dc, fc = canary.total - last_c.total, canary.failed - last_c.failed
+    stable_reset = ds < 0 or fs < 0
+    canary_reset = dc < 0 or fc < 0
+    if stable_reset:
+        ds = fs = 0  # a reset loses the increment in which it happened, nothing else
+    if canary_reset:
+        dc = fc = 0
     skipped = outcome_lag > 0.0 and at - current.since <= outcome_lag
-    evidence = current.evidence
-    if not skipped:
-        ds, fs = stable_step or (0, 0)
-        dc, fc = canary_step or (0, 0)
-        evidence = add_tick(evidence, ds, fs, dc, fc)
-    strata = _compact((*kept, LedgerStratum(current.weight, current.since, evidence)))
+    evidence = current.evidence if skipped else add_tick(current.evidence, ds, fs, dc, fc)
+    strata = (*kept, LedgerStratum(current.weight, current.since, evidence))
+    if len(strata) > EVIDENCE_STRATA_LIMIT:
+        strata = _compact(strata)
+    resets: tuple[str, ...] = ()
+    if stable_reset or canary_reset:
+        resets = ("stable",) * stable_reset + ("canary",) * canary_reset
     return LedgerRead(
         Ledger(
             ledger.started_at,
@@ -216,8 +211,8 @@ def record_read(
             stable,
             canary,
             strata,
-            ledger.stable_resets + (stable_step is None),
-            ledger.canary_resets + (canary_step is None),
+            ledger.stable_resets + stable_reset,
+            ledger.canary_resets + canary_reset,
             ledger.skipped_reads + skipped,
         ),
         resets,
@@ -226,10 +221,22 @@ def record_read(
 
 
 def _compact(strata: tuple[LedgerStratum, ...]) -> tuple[LedgerStratum, ...]:
-    """At most ``EVIDENCE_STRATA_LIMIT`` strata: the two oldest merge (evidence kept, split lost)."""
+    """At most ``EVIDENCE_STRATA_LIMIT`` strata: the two oldest merge (evidence kept)."""
     while len(strata) > EVIDENCE_STRATA_LIMIT:
         first, second = strata[0], strata[1]
-        merged = Stratum(*(a + b for a, b in zip(first.evidence, second.evidence, strict=True)))
+        a, b = first.evidence, second.evidence
+        merged = Stratum(
+            a.stable_samples + b.stable_samples,
+            a.stable_failures + b.stable_failures,
+            a.canary_samples + b.canary_samples,
+            a.canary_failures + b.canary_failures,
+            a.ticks + b.ticks,
+            a.residual_squares + b.residual_squares,
+            a.residual_by_failures + b.residual_by_failures,
+            a.failures_squared + b.failures_squared,
+            a.variance + b.variance,
+            a.variance_by_failures_squared + b.variance_by_failures_squared,
+        )
         strata = (LedgerStratum(second.weight, first.since, merged), *strata[2:])
     return strata
 
