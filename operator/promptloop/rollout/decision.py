@@ -590,23 +590,21 @@ def stratified_sequence(
             min(s.canary_failures, s.canary_samples),
             alpha,
         )
-    weights = [
-        s.canary_samples * s.stable_samples / (s.canary_samples + s.stable_samples) for s in usable
-    ]
-    total_weight = sum(weights)
+    total_weight = 0.0
+    for s in usable:
+        total_weight += s.canary_samples * s.stable_samples / (s.canary_samples + s.stable_samples)
     critical = critical_value(total_weight / phi, alpha)
     z = critical * math.sqrt(phi)
     difference = low = high = 0.0
-    for s, w in zip(usable, weights, strict=True):
-        p_c, lo_c, hi_c = _score_bounds(
-            min(s.canary_failures, s.canary_samples), s.canary_samples, z
-        )
-        p_s, lo_s, hi_s = _score_bounds(
-            min(s.stable_failures, s.stable_samples), s.stable_samples, z
-        )
+    for s in usable:
+        n_c, n_s = s.canary_samples, s.stable_samples
+        w = n_c * n_s / (n_c + n_s)
+        p_c, lo_c, hi_c = _score_bounds(min(s.canary_failures, n_c), n_c, z)
+        p_s, lo_s, hi_s = _score_bounds(min(s.stable_failures, n_s), n_s, z)
         difference += w * (p_c - p_s)
-        low += w * w * ((p_c - lo_c) ** 2 + (hi_s - p_s) ** 2)
-        high += w * w * ((hi_c - p_c) ** 2 + (p_s - lo_s) ** 2)
+        w2 = w * w
+        low += w2 * ((p_c - lo_c) ** 2 + (hi_s - p_s) ** 2)
+        high += w2 * ((hi_c - p_c) ** 2 + (p_s - lo_s) ** 2)
     estimate = difference / total_weight
     return ConfidenceSequence(
         estimate,
