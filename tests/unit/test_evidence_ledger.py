@@ -187,3 +187,53 @@ def test_evidence_is_every_increment_except_those_a_reset_hid(
     assert all(g >= 0 for g in got)
     if ledger.stable_resets == resets[0] and ledger.canary_resets == resets[1]:
         assert list(got) == expected
+
+
+def test_read_evidence_opens_then_accumulates_through_the_status_form() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from promptloop.rollout.window import read_evidence
+
+    began = datetime(2025, 12, 2, tzinfo=UTC)
+    first = read_evidence(
+        window=None,
+        stable=Cumulative(1000, 50),
+        canary=Cumulative(0, 0),
+        weight=5,
+        now=began + timedelta(seconds=30),
+        started_at=began,
+    )
+    assert first.opened and first.stable.samples == 0 and first.age == 30.0
+    window = first.window
+    for i in range(1, 4):
+        # Each tick the status is written and read back, as across an operator restart.
+        window = AgentRolloutStatus.model_validate(
+            AgentRolloutStatus(evidence=window).to_wire()
+        ).evidence
+        read = read_evidence(
+            window=window,
+            stable=Cumulative(1000 + 95 * i, 50 + 5 * i),
+            canary=Cumulative(5 * i, i // 2),
+            weight=5,
+            now=began + timedelta(seconds=30 + 30 * i),
+        )
+        window = read.window
+    assert not read.opened and not read.inconsistent
+    assert (read.stable.samples, read.stable.failures) == (285, 15)
+    assert (read.canary.samples, read.canary.failures) == (15, 1)
+    assert len(read.strata) == 1 and read.age == 120.0
+
+
+def test_read_evidence_flags_more_failures_than_requests() -> None:
+    from datetime import UTC, datetime
+
+    from promptloop.rollout.window import read_evidence
+
+    now = datetime(2025, 12, 2, tzinfo=UTC)
+    window = read_evidence(
+        window=None, stable=Cumulative(10, 0), canary=Cumulative(10, 0), weight=5, now=now
+    ).window
+    read = read_evidence(
+        window=window, stable=Cumulative(12, 5), canary=Cumulative(11, 0), weight=5, now=now
+    )
+    assert read.inconsistent and read.stable.failures == read.stable.samples == 2

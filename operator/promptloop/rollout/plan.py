@@ -123,6 +123,7 @@ def begin_canary(
         started_at=iso_precise(now),
     )
     status.window = None
+    status.evidence = None
     status.decision = None
     status.counts = None
     status.message = f"rendered {name} ({proposal.spec.version}); waiting for it to be ready"
@@ -419,6 +420,7 @@ def roll_back(
         status.canary.weight = floor
         status.canary.rolled_back = True
     status.window = None
+    status.evidence = None
     status.counts = None
     status.phase = rollout_transition(status.phase, RolloutPhase.ROLLED_BACK)
     proposal_status.phase = proposal_transition(proposal_status.phase, phase)
@@ -522,6 +524,7 @@ def promote(*, rollout: AgentRolloutStatus, proposal: PromptProposal, now: datet
     status.stable_proposal = proposal.metadata.name
     status.canary = None
     status.window = None
+    status.evidence = None
     # The finished canary's rates would otherwise linger in `kubectl get ar`.
     status.counts = None
     status.phase = rollout_transition(status.phase, RolloutPhase.STABLE)
@@ -558,6 +561,7 @@ def clear_canary(*, rollout: AgentRolloutStatus, reason: str, now: datetime) -> 
     version = status.canary.version if status.canary else None
     status.canary = None
     status.window = None
+    status.evidence = None
     status.counts = None
     status.decision = None
     status.phase = rollout_transition(status.phase, RolloutPhase.STABLE)

@@ -15,11 +15,12 @@ from typing import NamedTuple
 
 from promptloop.api import CounterReading, EvidenceStratum, EvidenceWindow, WindowBaseline
 from promptloop.api.agentrollout import EVIDENCE_STRATA_LIMIT
-from promptloop.rollout.decision import EMPTY_STRATUM, Stratum, add_tick
+from promptloop.rollout.decision import EMPTY_STRATUM, Counts, Stratum, add_tick
 from promptloop.rollout.phases import iso
 
 __all__ = [
     "Cumulative",
+    "EvidenceRead",
     "Ledger",
     "LedgerRead",
     "LedgerStratum",
@@ -30,6 +31,7 @@ __all__ = [
     "ledger_totals",
     "open_ledger",
     "open_window",
+    "read_evidence",
     "record_read",
     "window_counts",
 ]
@@ -325,4 +327,91 @@ def ledger_to_status(ledger: Ledger) -> EvidenceWindow:
         stable_resets=ledger.stable_resets,
         canary_resets=ledger.canary_resets,
         skipped_reads=ledger.skipped_reads,
+    )
+
+
+@dataclass(frozen=True)
+class EvidenceRead:
+    """One tick's evidence for the decision, and the ledger to persist in ``status.evidence``."""
+
+    window: EvidenceWindow
+    #: Each version's counts summed over the window.
+    stable: Counts
+    canary: Counts
+    #: The same evidence per weight, for ``decide(strata=...)``.
+    strata: tuple[Stratum, ...]
+    #: Versions whose counter went back at this read.
+    resets: tuple[str, ...]
+    #: The read fell within the outcome lag after a weight change.
+    skipped: bool
+    #: Seconds since the window (the canary) began, for the decision deadline.
+    age: float
+    #: True when the window was opened at this read (no evidence yet).
+    opened: bool
+    #: More failures than requests summed over the window (counters read a moment apart):
+    #: missing data, not evidence; ``stable``/``canary`` are clamped.
+    inconsistent: bool = False
+
+
+def read_evidence(
+    *,
+    window: EvidenceWindow | None,
+    stable: Cumulative,
+    canary: Cumulative,
+    weight: int,
+    now: datetime,
+    outcome_lag: float = 0.0,
+    started_at: datetime | None = None,
+) -> EvidenceRead:
+    """Add this tick's counters to ``status.evidence`` (opening it on the canary's first read).
+
+    Parameters
+    ----------
+    window
+        ``status.evidence``, or ``None`` when the canary has none yet.
+    stable, canary
+        The cumulative counters read now.
+    weight
+        The canary weight in force since the previous read.
+    now
+        The time of the read.
+    outcome_lag
+        ``spec.metrics.outcomeLag`` in seconds (0 when unset).
+    started_at
+        When the canary began, for the deadline clock of a newly opened window (default now).
+    """
+    at = now.timestamp()
+    if window is None:
+        begun = started_at.timestamp() if started_at is not None else at
+        ledger = open_ledger(stable=stable, canary=canary, at=at)._replace(started_at=begun)
+        return EvidenceRead(
+            ledger_to_status(ledger),
+            Counts(0, 0),
+            Counts(0, 0),
+            (),
+            (),
+            False,
+            at - begun,
+            True,
+        )
+    read = record_read(
+        ledger_from_status(window),
+        stable=stable,
+        canary=canary,
+        weight=weight,
+        at=at,
+        outcome_lag=outcome_lag,
+    )
+    ledger = read.ledger
+    ns, fs, nc, fc = ledger_totals(ledger)
+    return EvidenceRead(
+        ledger_to_status(ledger),
+        Counts(ns, min(fs, ns)),
+        Counts(nc, min(fc, nc)),
+        ledger_strata(ledger),
+        read.resets,
+        read.skipped,
+        at - ledger.started_at,
+        False,
+        fs > ns or fc > nc,
     )
