@@ -248,3 +248,26 @@ def test_rule_and_decide_agree(
     decision = decide(**kwargs)  # type: ignore[arg-type]
     assert (ruling.verdict, ruling.next_weight) == (decision.verdict, decision.next_weight)
     assert decision.reason
+
+
+def test_the_decision_carries_its_interval_strata_and_dispersion() -> None:
+    quiet = _known(9500, 475, 500, 25)
+    incident = _known(5000, 1000, 5000, 1000)
+    stable, canary = _sums([quiet, incident])
+    decision = decide(
+        stable=stable,
+        canary=canary,
+        policy=Policy(),
+        weight=50,
+        approved=True,
+        strata=[quiet, incident],
+    )
+    assert decision.strata == 2 and decision.dispersion == 1.0
+    assert decision.interval is not None
+    low, high = decision.interval
+    assert low < 0.0 < high
+    assert f"[{100 * low:+.2f}, {100 * high:+.2f}] points" in decision.reason
+    held = decide(
+        stable=Counts(10, 1), canary=Counts(3, 0), policy=Policy(), weight=5, approved=False
+    )
+    assert held.interval is None and held.strata is None

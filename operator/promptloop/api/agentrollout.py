@@ -509,6 +509,26 @@ class DecisionStatus(ApiModel):
         default=None,
         description="Estimated further samples per version before a verdict other than hold.",
     )
+    interval: list[float] | None = Field(
+        default=None,
+        max_length=2,
+        description=(
+            "The confidence sequence for the difference in failure rates (canary minus "
+            "stable, as fractions) behind the verdict."
+        ),
+    )
+    strata: int | None = Field(
+        default=None,
+        ge=0,
+        description="How many strata (one per weight) the comparison combined.",
+    )
+    dispersion: float | None = Field(
+        default=None,
+        description=(
+            "How much more variable the failures are than independent requests (retries); "
+            "the interval is widened by it. 1 = not at all."
+        ),
+    )
     decided_at: str | None = Field(default=None, description="When (RFC 3339).")
 
 

@@ -112,7 +112,7 @@ import enum
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 __all__ = [
@@ -271,6 +271,13 @@ class Decision:
         hold, at the current split; ``None`` when not applicable or not estimable.
     next_weight
         The canary weight to write next, in percent.
+    interval
+        The confidence sequence for the difference in failure rates (canary minus stable) at
+        this tick, when the test ran.
+    strata
+        How many strata (weights) with samples from both versions the comparison combined.
+    dispersion
+        The extra-binomial variance factor the interval was widened by (1 = none).
     """
 
     verdict: Verdict
@@ -278,6 +285,9 @@ class Decision:
     statistic: float | None
     samples_needed: int | None
     next_weight: int
+    interval: tuple[float, float] | None = None
+    strata: int | None = None
+    dispersion: float | None = None
 
 
 class ConfidenceSequence(NamedTuple):
@@ -903,7 +913,16 @@ def decide(
         strata=strata,
         canary_age=canary_age,
     )
-    return _explain(ruling, stable, canary, policy, weight, approved, strata, canary_age)
+    decision = _explain(ruling, stable, canary, policy, weight, approved, strata, canary_age)
+    cs = ruling.sequence
+    if cs is None:
+        return decision
+    used = (
+        1
+        if strata is None
+        else sum(1 for s in strata if s.stable_samples > 0 and s.canary_samples > 0)
+    )
+    return replace(decision, interval=(cs.lower, cs.upper), strata=used, dispersion=ruling.phi)
 
 
 def _explain(

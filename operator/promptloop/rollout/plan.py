@@ -230,6 +230,9 @@ def apply_verdict(
         reason=decision.reason,
         statistic=decision.statistic,
         samples_needed=decision.samples_needed,
+        interval=list(decision.interval) if decision.interval else None,
+        strata=decision.strata,
+        dispersion=decision.dispersion,
         decided_at=iso(now),
     )
     proposal_status = proposal.status.model_copy(deep=True)
