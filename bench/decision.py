@@ -606,17 +606,21 @@ def main() -> int:
     )
     header = (
         f"{'scenario':<50} {'method':<10} {'false promotion':>20} {'wrong rollback':>20}"
-        f" {'power':>20} {'deadline':>8} {'undecided':>9} {'median samples':>14}  bar"
+        f" {'power':>20} {'false step':>10} {'deadline':>8} {'undecided':>9}"
+        f" {'median samples':>14}  bar"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         deadline = f"{100.0 * row['deadline_rate']:.1f}" if row["deadline"] else "-"
+        false_step = f"{100.0 * row['false_step']['rate']:.2f}" if row["false_step"] else "-"
         median = row["median_samples"]
         print(
             f"{row['scenario']:<50} {row['method']:<10}"
             f" {_fmt(row['false_promotion']):>20} {_fmt(row['wrong_rollback']):>20}"
-            f" {_fmt(row['power']):>20} {deadline:>8}"
+            f" {_fmt(row['power']):>20}"
+            f" {false_step:>10}"
+            f" {deadline:>8}"
             f" {100.0 * row['undecided_rate']:>8.1f}%"
             f" {(f'{median:,.0f}' if median is not None else '-'):>14}  {_bar(row)}"
         )
