@@ -65,6 +65,35 @@ Let ``n_s, f_s`` and ``n_c, f_c`` be the stable and canary samples and failures,
   70(3)); ``bench/decision.py`` measures it by simulation at 1 %, 10 % and 30 % failure rates,
   with weights that change as the decisions say.
 
+Real-world data (issue 12)
+--------------------------
+The test above is sound on clean counts; production counts are not clean, and every large
+error the simulation found came from how the counts reach the test, not from the interval:
+
+* **Strata.** The operator keeps the window as increments between reads, one stratum per weight
+  (``rollout/window.py``). Within a stratum the traffic split is constant, so an incident or
+  daily drift moves both versions' failure rates alike and cancels in the stratum's difference
+  ``d_k``; pooled over a canary whose weight rose with the incident it would not.
+  :func:`stratified_sequence` combines the strata Mantel-Haenszel-style, ``d = sum w_k d_k / W``
+  with ``w_k`` the stratum's effective samples, and each bound from the strata's Newcombe score
+  half-widths as independent variances add, at the critical value for the total information
+  ``W`` (one stratum gives exactly the sequence above). Still score-based, never Wald.
+* **Dispersion.** Retries make one failed task several failed requests, and the binomial
+  variance then understates the truth by about the cluster size. Per read, given both
+  versions' requests and the failures in all, the canary's failures are hypergeometric for
+  independent requests; :func:`dispersion` compares the residuals with that variance (after
+  regressing out a real difference per stratum) and returns ``phi >= 1``; the bounds are taken
+  at ``z = c(W / phi) sqrt(phi)``. The estimate needs ``MIN_DISPERSION_TICKS`` informative reads
+  (both versions served, some request failed); until then no claim is made, because that early
+  stretch is where clusters produced most wrong claims in simulation.
+* **The guard** (``max_failure_rate``) acts on the canary's own time-uniform lower score bound
+  (:func:`guard_bound`, ``alpha / 2``), not on the raw rate: it rolls back when the rate is
+  surely above the guard.
+* **The deadline** (``decision_deadline``): a canary still holding then rolls back, saying so.
+
+``bench/decision.py`` measures each hazard (late outcomes, resets, incidents and drift,
+clusters, the guard, low traffic) beside a naive comparator and the unstratified test.
+
 The claims and how alpha is split
 ---------------------------------
 With ``delta = policy.margin`` (the non-inferiority margin, absolute failure-rate units; the
