@@ -1,10 +1,28 @@
-"""Window arithmetic: evidence since the canary began, from cumulative per-version counters.
+"""Window arithmetic: the canary's evidence from cumulative per-version counters.
 
-Providers report cumulative counters (a Prometheus counter, a running total in AgentField memory).
-The rollout records both versions' counters when the canary begins (``status.window``) and the
-evidence for the decision is the difference, so that both versions are compared over the same
-period. A counter that went backwards was reset (an agent restarted with counters in memory): the
-window is re-opened at the current values rather than fed negative counts.
+Providers report cumulative counters (a Prometheus counter, a running total in AgentField memory)
+that follow the counter contract (``metrics/base.py``: counted when the outcome is recorded,
+once per task). The rollout keeps a **ledger** of them in ``status.evidence``:
+
+* the evidence is the sum of the non-negative **increments** between consecutive reads, per
+  version, like Prometheus ``increase()``; a counter that went back (a restarted agent) loses
+  only the increment in which it happened, is counted (``stableResets``/``canaryResets``), and
+  everything before it stays;
+* increments are grouped in one **stratum per weight**: from the read that wrote a weight to the
+  read that changed it, both versions saw the same conditions, which is what the stratified test
+  (``rollout/decision.py``) compares within;
+* with ``spec.metrics.outcomeLag`` (a provider that counts arrivals and failures later), reads
+  within the lag after a weight change are not evidence (``skippedReads``): they may still carry
+  requests served under the previous weight;
+* each stratum also keeps five per-read sums from which the dispersion (clustered failures) is
+  estimated; at most ``EVIDENCE_STRATA_LIMIT`` strata are kept (the oldest two merge).
+
+The core works on plain named tuples (:class:`Ledger`, :func:`record_read`) so the simulation
+bench can run millions of reads; :func:`read_evidence` is the operator's one call per tick,
+from ``status.evidence`` to the decision's inputs and back. Nothing here does I/O.
+
+The older baseline form (:func:`window_counts`, ``status.window``: counters when the window
+opened, re-opened on any reset) is kept only for objects written before the ledger.
 """
 
 from __future__ import annotations
