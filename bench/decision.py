@@ -192,6 +192,7 @@ SCENARIOS = [
         total_on_arrival=True,
         outcome_lag=5,
     ),
+    S("late 5t, total on arrival, no guard, worse 30%", 0.05, 0.065, lag=5, total_on_arrival=True),
     S(
         "late 2t, total on arrival, outcomeLag, equal 20%",
         0.20,
