@@ -237,3 +237,30 @@ def test_read_evidence_flags_more_failures_than_requests() -> None:
         window=window, stable=Cumulative(12, 5), canary=Cumulative(11, 0), weight=5, now=now
     )
     assert read.inconsistent and read.stable.failures == read.stable.samples == 2
+
+
+def test_a_canary_an_older_operator_began_keeps_its_evidence() -> None:
+    from datetime import UTC, datetime
+
+    from promptloop.api import WindowBaseline
+    from promptloop.rollout.window import read_evidence
+
+    baseline = WindowBaseline(
+        started_at="2025-12-02T00:00:00Z",
+        stable_total=1000,
+        stable_failed=100,
+        canary_total=40,
+        canary_failed=2,
+    )
+    read = read_evidence(
+        window=None,
+        stable=Cumulative(1900, 190),
+        canary=Cumulative(140, 7),
+        weight=10,
+        now=datetime(2025, 12, 2, 0, 10, tzinfo=UTC),
+        baseline=baseline,
+    )
+    assert not read.opened
+    assert (read.stable.samples, read.stable.failures) == (900, 90)
+    assert (read.canary.samples, read.canary.failures) == (100, 5)
+    assert read.age == 600.0 and read.window.strata[0].weight == 10

@@ -157,12 +157,14 @@ __all__ = [
     "Verdict",
     "add_tick",
     "assess",
+    "below_ceiling",
     "confidence_sequence",
     "critical_value",
     "decide",
     "dispersion",
     "dispersion_ticks",
     "guard_bound",
+    "needs_approval",
     "rule",
     "stratified_sequence",
 ]
@@ -307,6 +309,9 @@ class Decision:
         How many strata (weights) with samples from both versions the comparison combined.
     dispersion
         The extra-binomial variance factor the interval was widened by (1 = none).
+    cause
+        Which rule gave the verdict: ``no-data``, ``min-samples``, ``dispersion``, ``guard``,
+        ``worse``, ``inconclusive``, ``better`` or ``deadline`` (a rollback's Event reason).
     """
 
     verdict: Verdict
@@ -317,6 +322,7 @@ class Decision:
     interval: tuple[float, float] | None = None
     strata: int | None = None
     dispersion: float | None = None
+    cause: str | None = None
 
 
 class ConfidenceSequence(NamedTuple):
@@ -776,6 +782,21 @@ def _interval(cs: ConfidenceSequence, alpha: float) -> str:
     )
 
 
+def needs_approval(weight: int, *, ceiling: int, approved: bool) -> bool:
+    """The human gate, written once: without approval, no weight at or above the ceiling.
+
+    :func:`decide` asks it of the next step, :func:`promptloop.rollout.plan.apply_verdict` of
+    the verdict it is handed and of the current weight (the ceiling may have been lowered
+    mid-canary), and :func:`promptloop.rollout.plan.seed` of the initial weight.
+    """
+    return not approved and weight >= ceiling
+
+
+def below_ceiling(ceiling: int) -> int:
+    """The weight an unapproved challenger is held at when it may not keep the one it has."""
+    return max(ceiling - 1, 1)
+
+
 class Ruling(NamedTuple):
     """The verdict and the numbers behind it, before they are put in words (:func:`decide`).
 
@@ -863,7 +884,11 @@ def _rule(
         return Ruling(Verdict.HOLD, weight, "inconclusive", cs, statistic, phi)
     # Evidence.BETTER: at least as good up to the margin.
     candidate = min(weight + policy.max_step, 100)
-    if candidate >= policy.ceiling and weight < policy.ceiling and not approved:
+    # Reaching the ceiling from below is the gate; a weight already past it was approved
+    # (plan.apply_verdict re-checks, for a ceiling lowered mid-canary).
+    if weight < policy.ceiling and needs_approval(
+        candidate, ceiling=policy.ceiling, approved=approved
+    ):
         return Ruling(Verdict.AWAIT_APPROVAL, weight, "better", cs, statistic, phi)
     if approved and weight < policy.ceiling:
         # Approval lets the canary pass the ceiling; it skips no evidence, so the step is an
@@ -942,7 +967,10 @@ def decide(
         strata=strata,
         canary_age=canary_age,
     )
-    decision = _explain(ruling, stable, canary, policy, weight, approved, strata, canary_age)
+    decision = replace(
+        _explain(ruling, stable, canary, policy, weight, approved, strata, canary_age),
+        cause=ruling.kind,
+    )
     cs = ruling.sequence
     if cs is None:
         return decision

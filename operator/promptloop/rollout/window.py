@@ -21,8 +21,8 @@ The core works on plain named tuples (:class:`Ledger`, :func:`record_read`) so t
 bench can run millions of reads; :func:`read_evidence` is the operator's one call per tick,
 from ``status.evidence`` to the decision's inputs and back. Nothing here does I/O.
 
-The older baseline form (:func:`window_counts`, ``status.window``: counters when the window
-opened, re-opened on any reset) is kept only for objects written before the ledger.
+The older baseline form (``status.window``: counters when the window opened, re-opened on any
+reset) is read only to start the ledger of a canary an older operator began.
 """
 
 from __future__ import annotations
@@ -42,16 +42,13 @@ __all__ = [
     "Ledger",
     "LedgerRead",
     "LedgerStratum",
-    "WindowResult",
     "ledger_from_status",
     "ledger_strata",
     "ledger_to_status",
     "ledger_totals",
     "open_ledger",
-    "open_window",
     "read_evidence",
     "record_read",
-    "window_counts",
 ]
 
 
@@ -60,67 +57,6 @@ class Cumulative(NamedTuple):
 
     total: int
     failed: int
-
-
-@dataclass(frozen=True)
-class WindowResult:
-    """Counts in the window, or the reason there are none."""
-
-    stable_samples: int
-    stable_failures: int
-    canary_samples: int
-    canary_failures: int
-    baseline: WindowBaseline
-    reset: bool
-
-
-def open_window(*, stable: Cumulative, canary: Cumulative, now: datetime) -> WindowBaseline:
-    """A window that begins now, at the given counters."""
-    return WindowBaseline(
-        started_at=iso(now),
-        stable_total=stable.total,
-        stable_failed=stable.failed,
-        canary_total=canary.total,
-        canary_failed=canary.failed,
-    )
-
-
-def window_counts(
-    *, baseline: WindowBaseline | None, stable: Cumulative, canary: Cumulative, now: datetime
-) -> WindowResult:
-    """Counts since ``baseline``; re-opens the window when there is none or a counter went back.
-
-    Parameters
-    ----------
-    baseline
-        The counters recorded when the window opened (``status.window``), or None.
-    stable, canary
-        The counters read now.
-    now
-        The current time, recorded when a window is (re-)opened.
-
-    Returns
-    -------
-    WindowResult
-        The window's counts (zero when it was just opened) and the baseline to persist.
-    """
-    went_back = baseline is not None and (
-        stable.total < baseline.stable_total
-        or stable.failed < baseline.stable_failed
-        or canary.total < baseline.canary_total
-        or canary.failed < baseline.canary_failed
-    )
-    if baseline is None or went_back:
-        fresh = open_window(stable=stable, canary=canary, now=now)
-        return WindowResult(0, 0, 0, 0, fresh, reset=went_back)
-    return WindowResult(
-        stable_samples=stable.total - baseline.stable_total,
-        stable_failures=stable.failed - baseline.stable_failed,
-        canary_samples=canary.total - baseline.canary_total,
-        canary_failures=canary.failed - baseline.canary_failed,
-        baseline=baseline,
-        reset=False,
-    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -380,6 +316,7 @@ def read_evidence(
     now: datetime,
     outcome_lag: float = 0.0,
     started_at: datetime | None = None,
+    baseline: WindowBaseline | None = None,
 ) -> EvidenceRead:
     """Add this tick's counters to ``status.evidence`` (opening it on the canary's first read).
 
@@ -397,8 +334,22 @@ def read_evidence(
         ``spec.metrics.outcomeLag`` in seconds (0 when unset).
     started_at
         When the canary began, for the deadline clock of a newly opened window (default now).
+    baseline
+        ``status.window`` as an operator before the ledger wrote it: with no ledger yet, the
+        ledger starts from it (one stratum since then), so an upgrade mid-canary keeps the
+        evidence.
     """
     at = now.timestamp()
+    if window is None and baseline is not None and baseline.started_at:
+        began = _seconds(baseline.started_at)
+        window = ledger_to_status(
+            Ledger(
+                began,
+                began,
+                Cumulative(baseline.stable_total, baseline.stable_failed),
+                Cumulative(baseline.canary_total, baseline.canary_failed),
+            )
+        )
     if window is None:
         begun = started_at.timestamp() if started_at is not None else at
         ledger = open_ledger(stable=stable, canary=canary, at=at)._replace(started_at=begun)
