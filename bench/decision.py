@@ -637,26 +637,37 @@ def main() -> int:
         + ", ".join(f"{m} {v:.1f}" for m, v in cpu_per_method.items())
     )
     missed = [row["scenario"] for row in rows if _bar(row).startswith("MISSED")]
+    run = {
+        "rollouts": ROLLOUTS,
+        "alpha": ALPHA,
+        "interval_seconds": INTERVAL,
+        "wall_seconds": round(wall, 1),
+        "cpu_seconds": round(cpu, 1),
+        "cpu_seconds_by_method": cpu_per_method,
+        "workers": workers,
+        "load_average_before": load_before[0],
+        "load_average_after": load_after[0],
+        "scenarios": [SCENARIOS[i].name for i in chosen],
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "rollouts": ROLLOUTS,
-                "alpha": ALPHA,
-                "interval_seconds": INTERVAL,
-                "wall_seconds": round(wall, 1),
-                "cpu_seconds": round(cpu, 1),
-                "cpu_seconds_by_method": cpu_per_method,
-                "workers": workers,
-                "load_average_before": load_before[0],
-                "load_average_after": load_after[0],
-                "bar_missed": missed,
-                "rows": rows,
-            },
-            indent=2,
-        )
-        + "\n"
+    if wanted and RESULTS.exists():
+        # A partial run (BENCH_SCENARIOS) replaces its own rows and keeps the others, with the
+        # run that produced each row listed in "runs".
+        document = json.loads(RESULTS.read_text())
+        names = set(run["scenarios"])
+        kept = [row for row in document.get("rows", []) if row["scenario"] not in names]
+        document["rows"] = kept + rows
+        document.setdefault("runs", []).append(run)
+    else:
+        document = {**run, "runs": [run], "rows": rows}
+    order = {sc.name: i for i, sc in enumerate(SCENARIOS)}
+    document["rows"].sort(
+        key=lambda row: (order.get(row["scenario"], 999), row["method"] != "sequential")
     )
+    document["bar_missed"] = sorted(
+        {row["scenario"] for row in document["rows"] if _bar(row).startswith("MISSED")}
+    )
+    RESULTS.write_text(json.dumps(document, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}")
     if missed:
         print(
