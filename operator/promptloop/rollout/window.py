@@ -86,6 +86,9 @@ class Ledger(NamedTuple):
     stable_resets: int = 0
     canary_resets: int = 0
     skipped_reads: int = 0
+    #: ``(stable samples, stable failures, canary samples, canary failures)``: the strata's
+    #: sums, kept as they grow so that no tick has to add them up again.
+    totals: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 class LedgerRead(NamedTuple):
@@ -153,7 +156,13 @@ def record_read(
     if canary_reset:
         dc = fc = 0
     skipped = outcome_lag > 0.0 and at - current.since <= outcome_lag
-    evidence = current.evidence if skipped else add_tick(current.evidence, ds, fs, dc, fc)
+    totals = ledger.totals
+    if skipped:
+        evidence = current.evidence
+    else:
+        evidence = add_tick(current.evidence, ds, fs, dc, fc)
+        ts, tfs, tc, tfc = totals
+        totals = (ts + ds, tfs + fs, tc + dc, tfc + fc)
     strata = (*kept, LedgerStratum(current.weight, current.since, evidence))
     if len(strata) > EVIDENCE_STRATA_LIMIT:
         strata = _compact(strata)
@@ -170,6 +179,7 @@ def record_read(
             ledger.stable_resets + stable_reset,
             ledger.canary_resets + canary_reset,
             ledger.skipped_reads + skipped,
+            totals,
         ),
         resets,
         skipped,
@@ -204,8 +214,12 @@ def ledger_strata(ledger: Ledger) -> tuple[Stratum, ...]:
 
 def ledger_totals(ledger: Ledger) -> tuple[int, int, int, int]:
     """``(stable samples, stable failures, canary samples, canary failures)`` over the window."""
+    return ledger.totals
+
+
+def _sum_strata(strata: tuple[LedgerStratum, ...]) -> tuple[int, int, int, int]:
     ns = fs = nc = fc = 0
-    for s in ledger.strata:
+    for s in strata:
         e = s.evidence
         ns += e.stable_samples
         fs += e.stable_failures
@@ -251,6 +265,7 @@ def ledger_from_status(window: EvidenceWindow) -> Ledger:
         window.stable_resets,
         window.canary_resets,
         window.skipped_reads,
+        _sum_strata(tuple(strata)),
     )
 
 
