@@ -3,7 +3,8 @@
 Run from the repository root: ``.venv/bin/python bench/decision.py`` (``make bench-decision``).
 Writes ``bench/results/decision.json``. ``BENCH_ROLLOUTS`` (default 10,000 canaries per
 scenario and method), ``BENCH_WORKERS`` (default: the CPU count) and ``BENCH_SCENARIOS`` (a
-comma-separated list of name prefixes, default all) override; the seed is fixed, so a given
+semicolon-separated list of name prefixes, default all; a partial run replaces only its own
+rows in the results) override; the seed is fixed, so a given
 configuration always prints the same table.
 
 The model
@@ -562,7 +563,7 @@ def _bar(row: dict[str, Any]) -> str:
 
 def main() -> int:
     started = time.perf_counter()
-    wanted = [w.strip() for w in os.environ.get("BENCH_SCENARIOS", "").split(",") if w.strip()]
+    wanted = [w.strip() for w in os.environ.get("BENCH_SCENARIOS", "").split(";") if w.strip()]
     chosen = [
         i
         for i, sc in enumerate(SCENARIOS)
