@@ -107,3 +107,36 @@ def test_a_read_within_the_outcome_lag_of_a_weight_change_is_not_evidence() -> N
     assert [s.weight for s in after.evidence.strata] == [10, 30]
     assert after.evidence.strata[1].canary_total == 0
     assert after.counts.canary.total == 400
+
+
+def test_missing_metrics_do_not_stop_the_deadline_clock() -> None:
+    status = in_canary()
+    _with_last(status, (3600, 360), (400, 40))
+    rollout = make_rollout(status, decisionDeadline="4m")
+    step = advance(
+        observe(
+            rollout,
+            proposal_in("Canary"),
+            registered=(STABLE, "2.1.0"),
+            challenger_deployment=READY,
+            counters=None,
+            counters_problem="HTTP 503",
+        )
+    )
+    assert step.status.phase.value == "RolledBack"
+    assert "Decision deadline passed" in step.status.history[-1].message
+    assert "HTTP 503" in step.status.history[-1].message
+    # Before the deadline the same pass only holds.
+    rollout = make_rollout(in_canary(), decisionDeadline="10m")
+    step = advance(
+        observe(
+            rollout,
+            proposal_in("Canary"),
+            registered=(STABLE, "2.1.0"),
+            challenger_deployment=READY,
+            counters=None,
+            counters_problem="HTTP 503",
+        )
+    )
+    assert step.status.phase.value == "Progressing"
+    assert step.status.decision.reason.startswith("metrics unavailable")

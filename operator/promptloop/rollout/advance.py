@@ -511,6 +511,20 @@ def _tick(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | None:
     canary = status.canary
     assert canary is not None and canary.weight is not None and canary.version
     stable_version = status.stable_version or rollout.spec.stable.version
+    decision_policy = Policy(
+        alpha=policy.alpha,
+        min_samples=policy.min_samples,
+        max_failure_rate=policy.max_failure_rate,
+        margin=policy.non_inferiority_margin,
+        max_step=policy.max_step,
+        floor=policy.floor,
+        ceiling=policy.ceiling,
+        decision_deadline=(
+            parse_duration(policy.decision_deadline).total_seconds()
+            if policy.decision_deadline
+            else None
+        ),
+    )
     if obs.counters is None:
         problem = obs.counters_problem or "not read"
         status.conditions = set_condition(
@@ -521,6 +535,13 @@ def _tick(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | None:
             message=problem,
             now=now,
         )
+        began = plan.parse_time(status.evidence.started_at) if status.evidence else None
+        if began is not None:
+            # Missing metrics do not stop the decision deadline's clock.
+            age = (now - began).total_seconds()
+            late = _past_deadline(draft, proposal, decision_policy, age, problem)
+            if late is not None:
+                return late
         return _hold(draft, proposal, f"metrics unavailable: {problem}")
     stable_now = Cumulative(obs.counters.stable_total, obs.counters.stable_failed)
     canary_now = Cumulative(obs.counters.canary_total, obs.counters.canary_failed)
@@ -582,7 +603,8 @@ def _tick(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | None:
     if evidence.opened:
         return _hold(draft, proposal, "evidence window opened at these counters")
     if traffic.verdict is TrafficVerdict.NOT_HONOURED:
-        return _hold(draft, proposal, traffic.message)
+        late = _past_deadline(draft, proposal, decision_policy, evidence.age, traffic.message)
+        return late if late is not None else _hold(draft, proposal, traffic.message)
     if evidence.inconsistent:
         # Counters read at slightly different moments can disagree for a tick; that is missing
         # data, not evidence.
@@ -591,20 +613,7 @@ def _tick(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | None:
     decision = decide(
         stable=evidence.stable,
         canary=evidence.canary,
-        policy=Policy(
-            alpha=policy.alpha,
-            min_samples=policy.min_samples,
-            max_failure_rate=policy.max_failure_rate,
-            margin=policy.non_inferiority_margin,
-            max_step=policy.max_step,
-            floor=policy.floor,
-            ceiling=policy.ceiling,
-            decision_deadline=(
-                parse_duration(policy.decision_deadline).total_seconds()
-                if policy.decision_deadline
-                else None
-            ),
-        ),
+        policy=decision_policy,
         weight=canary.weight,
         approved=canary.approved,
         strata=evidence.strata,
@@ -636,6 +645,35 @@ def _tick(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | None:
         decision=decision,
         namespace=obs.namespace,
         now=now,
+    )
+    return draft.take(proposal, outcome)
+
+
+def _past_deadline(
+    draft: _Draft, proposal: PromptProposal, policy: Policy, age: float, problem: str
+) -> plan.Outcome | None:
+    """The deadline's rollback when a hold for missing data outlasts ``decisionDeadline``."""
+    canary = draft.status.canary
+    assert canary is not None and canary.weight is not None
+    decision = decide(
+        stable=None,
+        canary=None,
+        policy=policy,
+        weight=canary.weight,
+        approved=canary.approved,
+        canary_age=age,
+    )
+    if decision.verdict is not Verdict.ROLLBACK:
+        return None
+    decision = replace(decision, reason=f"{decision.reason} ({problem})")
+    draft.decisions.append(CountDecision(decision.verdict.value))
+    outcome = plan.apply_verdict(
+        rollout=draft.status,
+        proposal=proposal,
+        policy=draft.obs.rollout.spec.canary,
+        decision=decision,
+        namespace=draft.obs.namespace,
+        now=draft.obs.now,
     )
     return draft.take(proposal, outcome)
 
