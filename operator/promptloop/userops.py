@@ -7,6 +7,7 @@ Usage::
 
     promptloop status classifier -n demo         # the live view once
     promptloop status classifier -n demo -w      # redrawn in place until Ctrl-C
+    promptloop status classifier -o json         # the rollout and its proposal, for scripts
     promptloop diff classifier                   # stable prompt -> challenger prompt
     promptloop approve classifier                # approve the current canary's proposal
     promptloop reject classifier --reason "too terse on refunds"
@@ -62,8 +63,10 @@ from kubernetes import watch as _kube_watch
 from kubernetes.client.exceptions import ApiException
 
 from promptloop.api.agentrollout import AgentRollout
+from promptloop.api.common import from_cluster
 from promptloop.api.promptproposal import PromptProposal
 from promptloop.constants import GROUP, PROPOSAL_PLURAL, ROLLOUT_PLURAL, VERSION
+from promptloop.output import OUTPUT_FORMATS, dump_document
 from promptloop.view import (
     REJECT_ANNOTATION,
     REJECT_REASON_ANNOTATION,
@@ -204,26 +207,29 @@ class Cluster:
                 EXIT_ERROR, f"cannot reach the Kubernetes API server at {self.server}: {reason}"
             ) from None
 
+    def raw(self, kind: str, name: str) -> dict[str, Any]:
+        """An AgentRollout or PromptProposal exactly as the API server returned it (fields a
+        newer CRD added included); :class:`UserError` (exit 3) when it does not exist."""
+        plural = ROLLOUT_PLURAL if kind == "AgentRollout" else PROPOSAL_PLURAL
+        return cast(
+            dict[str, Any],
+            self._call(
+                f"reading {kind} {self.namespace}/{name}",
+                lambda: self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, plural, name, _request_timeout=_TIMEOUT
+                ),
+                missing=f"{kind} {name} not found in namespace {self.namespace}",
+            ),
+        )
+
     def rollout(self, name: str) -> AgentRollout:
         """The AgentRollout; :class:`UserError` (exit 3) when it does not exist."""
-        raw = self._call(
-            f"reading AgentRollout {self.namespace}/{name}",
-            lambda: self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, ROLLOUT_PLURAL, name, _request_timeout=_TIMEOUT
-            ),
-            missing=f"AgentRollout {name} not found in namespace {self.namespace}",
-        )
+        raw = self.raw("AgentRollout", name)
         return _model(AgentRollout, raw, f"AgentRollout {self.namespace}/{name}")
 
     def proposal(self, name: str) -> PromptProposal:
         """The PromptProposal; :class:`UserError` (exit 3) when it does not exist."""
-        raw = self._call(
-            f"reading PromptProposal {self.namespace}/{name}",
-            lambda: self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PROPOSAL_PLURAL, name, _request_timeout=_TIMEOUT
-            ),
-            missing=f"PromptProposal {name} not found in namespace {self.namespace}",
-        )
+        raw = self.raw("PromptProposal", name)
         return _model(PromptProposal, raw, f"PromptProposal {self.namespace}/{name}")
 
     def proposals(self, rollout: str) -> list[PromptProposal]:
@@ -242,7 +248,7 @@ class Cluster:
             if ((item.get("spec") or {}).get("rolloutRef") or {}).get("name") != rollout:
                 continue
             try:
-                found.append(PromptProposal.model_validate(item))
+                found.append(from_cluster(PromptProposal, item))
             except pydantic.ValidationError:
                 continue  # one malformed object must not hide the others
         found.sort(key=lambda p: (p.metadata.creation_timestamp or "", p.metadata.name))
@@ -373,7 +379,7 @@ class Cluster:
 
 def _model(model: type[ModelT], raw: Any, what: str) -> ModelT:
     try:
-        return model.model_validate(raw)
+        return from_cluster(model, raw)
     except pydantic.ValidationError as error:
         raise UserError(EXIT_ERROR, f"{what} does not have the expected shape: {error}") from None
 
@@ -441,6 +447,15 @@ def _status(args: argparse.Namespace) -> int:
     if args.watch and not interactive:
         _note("-w needs a terminal; printing the view once")
     snapshot = cluster.snapshot(args.name, args.proposal)
+    if args.output:
+        # Machine-readable: the objects as the API server returned them, not the view.
+        proposal = snapshot.proposal
+        document = {
+            "rollout": cluster.raw("AgentRollout", args.name),
+            "proposal": cluster.raw("PromptProposal", proposal.metadata.name) if proposal else None,
+        }
+        sys.stdout.write(dump_document(document, args.output))
+        return EXIT_OK
     if not args.watch or not interactive:
         sys.stdout.write(_render(snapshot, args, color=_use_color(args.color, sys.stdout)))
         return EXIT_OK
@@ -831,6 +846,12 @@ def register(subparsers: Any) -> None:
         help="with -w: redraw at least this often, in seconds (changes redraw at once; default 2)",
     )
     status.add_argument("--proposal", metavar="PP", help="show this proposal instead")
+    status.add_argument(
+        "-o",
+        "--output",
+        choices=OUTPUT_FORMATS,
+        help="print {rollout, proposal} as the API server returned them instead of the view",
+    )
     status.add_argument(
         "--history", type=int, default=5, metavar="N", help="history entries to show (default 5)"
     )
