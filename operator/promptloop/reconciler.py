@@ -826,7 +826,7 @@ class Reconciler:
             weight=canary.weight,
             approved=canary.approved,
         )
-        self.metrics.count_decision(decision.verdict.value)
+        self.metrics.count_decision(rollout, decision.verdict.value)
         moves = decision.verdict in (Verdict.STEP, Verdict.PROMOTE) and (
             decision.next_weight != canary.weight or decision.verdict is Verdict.PROMOTE
         )
@@ -1068,7 +1068,7 @@ class Reconciler:
             )
         )
         state.notices.clear()
-        self.metrics.observe_phase(state.rollout, state.status)
+        self.metrics.observe(state.rollout, state.status)
 
     async def _write_rollout_status(
         self, namespace: str, name: str, status: AgentRolloutStatus

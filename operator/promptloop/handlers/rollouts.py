@@ -73,6 +73,7 @@ async def spec_changed(name: str, namespace: str | None, memo: Any, **_: Any) ->
 
 @kopf.on.delete(GROUP, VERSION, ROLLOUT_PLURAL, optional=True)
 async def rollout_deleted(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    """Forget the rollout; the user's Deployment is never touched."""
+    """Forget the rollout and its metric series; the user's Deployment is never touched."""
     memo.reconciler.forget(namespace or "default", name)
+    memo.metrics.forget(namespace or "default", name)
     await memo.reconciler.mark_orphans(namespace or "default", name)
