@@ -29,6 +29,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from promptloop.api import RolloutPhase
+from promptloop.view import wilson_interval
 
 if TYPE_CHECKING:
     from prometheus_client.metrics import MetricWrapperBase
@@ -72,6 +73,13 @@ class OperatorMetrics:
             [*labels, "version", "role"],
             registry=self.registry,
         )
+        self.rate_bounds = Gauge(
+            "promptloop_version_failure_rate_bound",
+            "Wilson 95% interval of each version's failure rate in the window (bound=lower or "
+            "upper), the interval `promptloop status` shows.",
+            [*labels, "version", "role", "bound"],
+            registry=self.registry,
+        )
         self.samples = Gauge(
             "promptloop_version_samples",
             "Requests (total) and failures (failed) of each version in the current window; "
@@ -103,7 +111,14 @@ class OperatorMetrics:
     @property
     def per_rollout(self) -> tuple[MetricWrapperBase, ...]:
         """The metrics labelled by namespace and rollout."""
-        return (self.weight, self.phase, self.failure_rate, self.samples, self.decisions)
+        return (
+            self.weight,
+            self.phase,
+            self.failure_rate,
+            self.rate_bounds,
+            self.samples,
+            self.decisions,
+        )
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         """Expose /metrics on a port (a daemon thread; the event loop is not involved)."""
@@ -165,6 +180,7 @@ class OperatorMetrics:
     def observe_counts(self, rollout: AgentRollout, status: AgentRolloutStatus) -> None:
         """Record both versions' window: failure rate, requests and failures."""
         rates: dict[tuple[str, ...], float] = {}
+        bounds: dict[tuple[str, ...], float] = {}
         samples: dict[tuple[str, ...], float] = {}
         if status.counts is not None:
             for role, counts in (
@@ -175,10 +191,15 @@ class OperatorMetrics:
                     continue
                 if counts.rate is not None:
                     rates[(counts.version, role)] = counts.rate
+                interval = wilson_interval(counts.failed, counts.total)
+                if interval is not None:
+                    bounds[(counts.version, role, "lower")] = interval[0]
+                    bounds[(counts.version, role, "upper")] = interval[1]
                 samples[(counts.version, role, "total")] = counts.total
                 samples[(counts.version, role, "failed")] = counts.failed
         key = self._key(rollout)
         self._replace(self.failure_rate, key, rates)
+        self._replace(self.rate_bounds, key, bounds)
         self._replace(self.samples, key, samples)
 
     def count_decision(self, rollout: AgentRollout, verdict: str) -> None:

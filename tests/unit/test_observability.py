@@ -93,6 +93,15 @@ def test_a_promotion_removes_the_series_of_versions_that_left() -> None:
     }
     assert len(_series(metrics)["promptloop_version_failure_rate"]) == 2
     assert len(_series(metrics)["promptloop_version_samples"]) == 4
+    stable = {"namespace": "team-a", "rollout": "classifier", "version": "2.0.0", "role": "stable"}
+    low = metrics.registry.get_sample_value(
+        "promptloop_version_failure_rate_bound", {**stable, "bound": "lower"}
+    )
+    high = metrics.registry.get_sample_value(
+        "promptloop_version_failure_rate_bound", {**stable, "bound": "upper"}
+    )
+    # Wilson 95% for 4 failures in 40, from the closed form: [0.0396, 0.2305].
+    assert low == pytest.approx(0.0396, abs=1e-4) and high == pytest.approx(0.2305, abs=1e-4)
     # Promoted: 2.1.0 is stable, alone; no window.
     metrics.observe(rollout, _canary("2.1.0", None, 0))
     series = _series(metrics)
@@ -101,6 +110,7 @@ def test_a_promotion_removes_the_series_of_versions_that_left() -> None:
     ]
     assert "promptloop_version_failure_rate" not in series
     assert "promptloop_version_samples" not in series
+    assert "promptloop_version_failure_rate_bound" not in series
     phases = {s["phase"] for s in series["promptloop_rollout_phase"]}
     assert (
         metrics.registry.get_sample_value(
