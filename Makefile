@@ -52,20 +52,24 @@ chart-lint: helm ## helm lint --strict the chart (defaults, and every option on)
 	  $$HELM template promptloop charts/promptloop -n promptloop-system >/dev/null && \
 	  echo "chart OK"
 
+.PHONY: argocd
+argocd: $(STAMP) ## Regenerate manifests/argocd/argocd-cm.yaml and the chart's copy from the Lua
+	@$(PY) manifests/argocd/build.py
+
 .PHONY: krew
 krew: $(STAMP) ## Build dist/kubectl-promptloop-v<version>.tar.gz and update krew/promptloop.yaml
 	@$(PY) krew/build.py
 
 .PHONY: lint
 lint: $(STAMP) ## ruff and mypy --strict
-	@$(VENV)/bin/ruff check operator tests bench examples krew
-	@$(VENV)/bin/ruff format --check operator tests bench examples krew
+	@$(VENV)/bin/ruff check operator tests bench examples krew manifests
+	@$(VENV)/bin/ruff format --check operator tests bench examples krew manifests
 	@$(VENV)/bin/mypy
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format the code with ruff
-	@$(VENV)/bin/ruff check --fix operator tests bench examples krew
-	@$(VENV)/bin/ruff format operator tests bench examples krew
+	@$(VENV)/bin/ruff check --fix operator tests bench examples krew manifests
+	@$(VENV)/bin/ruff format operator tests bench examples krew manifests
 
 .PHONY: cluster-build
 cluster-build: $(STAMP) ## Build (once, cached by version) etcd, kube-apiserver, controller-manager, scheduler, kwok
