@@ -58,6 +58,7 @@ from promptloop.render.challenger import (
     stable_prompt_source,
 )
 from promptloop.rollout import plan
+from promptloop.rollout.canary_request import CanaryRequest, canary_approver, canary_request
 from promptloop.rollout.decision import Counts, Policy, Verdict, decide
 from promptloop.rollout.phases import (
     PROPOSAL_TERMINAL,
@@ -614,8 +615,16 @@ class Reconciler:
         assert canary is not None
         digest = canary.prompt_digest or prompt_digest(proposal.spec.system_prompt)
 
-        rejected = proposal.metadata.annotations.get(REJECT_ANNOTATION) == "true" or (
-            proposal.status.approval is not None and proposal.spec.approved is False
+        # The rollout's Argo CD approve/reject actions annotate the rollout, naming this canary.
+        asked = canary_request(
+            state.rollout.metadata.annotations,
+            proposal=proposal.metadata.name,
+            prompt_digest=canary.prompt_digest,
+        )
+        rejected = (
+            proposal.metadata.annotations.get(REJECT_ANNOTATION) == "true"
+            or (proposal.status.approval is not None and proposal.spec.approved is False)
+            or asked is CanaryRequest.REJECT
         )
         if rejected and proposal.status.phase not in PROPOSAL_TERMINAL:
             outcome = plan.reject(
@@ -630,12 +639,21 @@ class Reconciler:
         if canary.rolled_back:
             return None
 
-        if proposal.spec.approved and (proposal.status.approval is None or not canary.approved):
+        approved = bool(proposal.spec.approved) or asked is CanaryRequest.APPROVE
+        if approved and (proposal.status.approval is None or not canary.approved):
+            approved_by = (
+                _approver(proposal)
+                if proposal.spec.approved
+                else canary_approver(
+                    state.rollout.metadata.annotations,
+                    (state.rollout.metadata.model_extra or {}).get("managedFields") or [],
+                )
+            )
             outcome = plan.approve(
                 rollout=state.status,
                 proposal=proposal,
                 policy=policy,
-                approved_by=_approver(proposal),
+                approved_by=approved_by,
                 digest=digest,
                 now=now,
             )
