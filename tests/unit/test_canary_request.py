@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from promptloop.api import AgentRollout, PromptProposal, ProposalPhase, RolloutPhase
+from promptloop.rollout.advance import advance
 from promptloop.rollout.canary_request import (
     APPROVE_CANARY_ANNOTATION,
     REJECT_CANARY_ANNOTATION,
@@ -10,6 +14,8 @@ from promptloop.rollout.canary_request import (
     canary_request,
     canary_target,
 )
+from promptloop.rollout.effects import Step
+from tests.unit.test_rollout_advance import STABLE, in_canary, make_rollout, observe, proposal_in
 
 DIGEST = "2483f6ec680108cdc191f831211e009c0c83726867985a1b98fe9ffd5a88a237"
 
@@ -55,3 +61,51 @@ def test_the_approver_is_the_stamp_else_the_annotations_last_writer() -> None:
     assert canary_approver({}, [older, entry, other]) == "argocd-server"
     assert canary_approver({"promptloop.dev/approved-by": "alice"}, [entry]) == "alice"
     assert canary_approver({}, [other]) is None
+
+
+# -- in the pure decision: advance() -----------------------------------------------------------
+
+
+def _annotated(
+    annotations: dict[str, str], managed: list[dict[str, Any]] | None = None
+) -> AgentRollout:
+    raw = make_rollout(in_canary("AwaitingApproval", weight=30)).model_dump(
+        by_alias=True, exclude_none=True
+    )
+    raw["metadata"]["annotations"] = annotations
+    if managed is not None:
+        raw["metadata"]["managedFields"] = managed
+    return AgentRollout.model_validate(raw)
+
+
+def _pass(rollout: AgentRollout, proposal: PromptProposal | None = None) -> Step:
+    proposal = proposal or proposal_in("AwaitingApproval", 30)
+    return advance(observe(rollout, proposal, registered=(STABLE, "2.1.0"), cause="approval"))
+
+
+def test_the_rollout_action_approves_its_canary_in_the_pure_core() -> None:
+    digest = "d" * 64  # the canary's promptDigest in test_rollout_advance's statuses
+    writer = {
+        "manager": "argocd-server",
+        "time": "2026-03-01T11:59:00Z",
+        "fieldsV1": {"f:metadata": {"f:annotations": {f"f:{APPROVE_CANARY_ANNOTATION}": {}}}},
+    }
+    step = _pass(_annotated({APPROVE_CANARY_ANNOTATION: canary_target("p1", digest)}, [writer]))
+    assert step.status is not None and step.status.phase is RolloutPhase.PROMOTING
+    assert step.status.canary is not None and step.status.canary.weight == 50
+    approval = step.proposals["p1"].approval
+    assert approval is not None and approval.approved_by == "argocd-server"
+    assert step.proposals["p1"].phase is ProposalPhase.CANARY
+
+
+def test_a_stale_rollout_annotation_approves_nothing_in_the_pure_core() -> None:
+    stale = _annotated({APPROVE_CANARY_ANNOTATION: canary_target("p1", "e" * 64)})
+    step = _pass(stale)
+    assert step.status is None or step.status.phase is RolloutPhase.AWAITING_APPROVAL
+    assert "p1" not in step.proposals or step.proposals["p1"].approval is None
+
+
+def test_the_rollout_action_rejects_its_canary_in_the_pure_core() -> None:
+    step = _pass(_annotated({REJECT_CANARY_ANNOTATION: canary_target("p1", "d" * 64)}))
+    assert step.status is not None and step.status.phase is RolloutPhase.ROLLED_BACK
+    assert step.proposals["p1"].phase is ProposalPhase.REJECTED
