@@ -49,6 +49,9 @@ chart-lint: helm ## helm lint --strict the chart (defaults, and every option on)
 	  $$HELM lint --strict charts/promptloop --set 'watchNamespace=a\,b' --set improver.enabled=true \
 	    --set 'improver.targets[0].rollout=r' --set 'improver.targets[0].namespace=a' \
 	    --set approvalPolicy.enabled=true && \
+	  $$HELM lint --strict charts/promptloop --set observability.logFormat=json \
+	    --set observability.serviceMonitor.enabled=true --set observability.dashboard.enabled=true \
+	    --set crds.manage=true --set argocd.customizations.enabled=true && \
 	  $$HELM template promptloop charts/promptloop -n promptloop-system >/dev/null && \
 	  echo "chart OK"
 
