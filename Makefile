@@ -64,10 +64,11 @@ krew: $(STAMP) ## Build dist/kubectl-promptloop-v<version>.tar.gz and update kre
 	@$(PY) krew/build.py
 
 .PHONY: lint
-lint: $(STAMP) ## ruff and mypy --strict
+lint: $(STAMP) ## ruff, mypy --strict, and the layer contracts (import-linter, pyproject.toml)
 	@$(VENV)/bin/ruff check operator devenv tests bench examples krew manifests
 	@$(VENV)/bin/ruff format --check operator devenv tests bench examples krew manifests
 	@$(VENV)/bin/mypy
+	@PYTHONPATH=operator $(VENV)/bin/lint-imports --no-cache
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format the code with ruff

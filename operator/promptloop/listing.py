@@ -16,38 +16,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, cast
+from typing import Any
 
 import pydantic
 
 from promptloop.api.agentrollout import AgentRollout
 from promptloop.api.common import from_cluster
-from promptloop.constants import GROUP, ROLLOUT_PLURAL, VERSION
 from promptloop.output import OUTPUT_FORMATS, dump_document, rollout_table
-from promptloop.userops import _TIMEOUT, EXIT_OK, Cluster, _common, _guarded, _note
+from promptloop.userops import EXIT_OK, Cluster, _common, _guarded, _note
 
 __all__ = ["register"]
 
 
 def _list(args: argparse.Namespace) -> int:
     cluster = Cluster.connect(args)
-    if args.all_namespaces:
-        where = "all namespaces"
-        listing = cluster._call(
-            "listing AgentRollouts in all namespaces",
-            lambda: cluster.custom.list_cluster_custom_object(
-                GROUP, VERSION, ROLLOUT_PLURAL, _request_timeout=_TIMEOUT
-            ),
-        )
-    else:
-        where = f"namespace {cluster.namespace}"
-        listing = cluster._call(
-            f"listing AgentRollouts in {where}",
-            lambda: cluster.custom.list_namespaced_custom_object(
-                GROUP, VERSION, cluster.namespace, ROLLOUT_PLURAL, _request_timeout=_TIMEOUT
-            ),
-        )
-    items = cast(list[dict[str, Any]], cast(dict[str, Any], listing).get("items") or [])
+    where = "all namespaces" if args.all_namespaces else f"namespace {cluster.namespace}"
+    items = cluster.rollouts(all_namespaces=args.all_namespaces)
     items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
     if args.output:
         document = {"apiVersion": "v1", "kind": "List", "items": items}
