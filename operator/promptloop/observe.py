@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from promptloop.api import AgentRollout, CanaryStatus, PromptProposal
+from promptloop.api.common import from_cluster
 from promptloop.constants import API_VERSION, PROPOSAL_KIND
 from promptloop.k8s.client import Kube, KubeError, NotFound
 from promptloop.metrics.base import MetricsUnavailable
@@ -69,7 +70,8 @@ class Gatherer:
 
     async def gather(self, raw: dict[str, Any], *, cause: str) -> Gathered:
         """Everything :func:`~promptloop.rollout.advance.advance` decides from."""
-        rollout = AgentRollout.model_validate(raw)
+        # Fields a newer CRD added are ignored: an older operator keeps working (docs/upgrading.md).
+        rollout = from_cluster(AgentRollout, raw)
         now = self.clock()
         namespace = rollout.metadata.namespace or "default"
         status = rollout.status
@@ -151,7 +153,7 @@ class Gatherer:
         raw = await self.kube.list_proposals(namespace, rollout.metadata.name)
         return sorted(
             (
-                PromptProposal.model_validate(p)
+                from_cluster(PromptProposal, p)
                 for p in raw
                 if p.get("spec", {}).get("rolloutRef", {}).get("name") == rollout.metadata.name
             ),

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from promptloop.api import AgentRollout, PromptProposal, VersionWeight
+from promptloop.api.common import from_cluster
 from promptloop.constants import PROPOSAL_PLURAL, ROLLOUT_PLURAL
 from promptloop.k8s.client import Kube, NotFound
 from promptloop.observability import OperatorMetrics
@@ -142,7 +143,8 @@ class Reconciler:
     async def mark_orphans(self, namespace: str, rollout_name: str) -> None:
         """Proposals that reference a rollout which does not exist become Invalid."""
         raw = await self.kube.list_proposals(namespace, rollout_name)
-        step = orphaned(namespace, rollout_name, [PromptProposal.model_validate(p) for p in raw])
+        proposals = [from_cluster(PromptProposal, p) for p in raw]
+        step = orphaned(namespace, rollout_name, proposals)
         await self.execute(step, namespace=namespace)
 
     # ------------------------------------------------------------------------------------------
@@ -195,12 +197,12 @@ class Reconciler:
                 case WriteProposalStatus(name=name, status=proposal_status):
                     await self._patch_status(PROPOSAL_PLURAL, namespace, name, proposal_status)
                 case CountDecision(verdict=verdict):
-                    self.metrics.count_decision(verdict)
+                    assert rollout is not None
+                    self.metrics.count_decision(rollout, verdict)
         await self._post(events)
         if rollout is not None and status is not None:
-            self.metrics.observe_counts(rollout, status)
-            self.metrics.observe_weights(rollout, status)
-            self.metrics.observe_phase(rollout, status)
+            # Also removes the series of versions the status no longer names.
+            self.metrics.observe(rollout, status)
 
     async def _assert_weights(
         self, router: TrafficRouter | None, weights: AssertWeights

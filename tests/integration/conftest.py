@@ -137,12 +137,13 @@ class Scenario:
             }
         )
 
-    def start_operator(self) -> OperatorProcess:
+    def start_operator(self, *extra_args: str) -> OperatorProcess:
         """Start an operator (watching only this namespace) and wait until it is live."""
         process = OperatorProcess(
             kubeconfig=self.operator_kubeconfig,
             namespace=self.namespace,
             log_path=self.log_dir / f"operator-{len(self.operators)}.log",
+            extra_args=extra_args,
         )
         self.operators.append(process)
         process.start()

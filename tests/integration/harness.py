@@ -222,16 +222,26 @@ class AgentSim:
 class OperatorProcess:
     """``promptloop operator`` in a subprocess under the operator's ServiceAccount."""
 
-    def __init__(self, *, kubeconfig: Path, namespace: str, log_path: Path) -> None:
+    def __init__(
+        self,
+        *,
+        kubeconfig: Path,
+        namespace: str,
+        log_path: Path,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log_path = log_path
+        self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
         self.liveness_port = 0
+        self.metrics_port = 0
 
     def start(self) -> None:
         """Start, and wait until the liveness endpoint answers."""
         self.liveness_port = free_port()
+        self.metrics_port = free_port()
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -247,8 +257,9 @@ class OperatorProcess:
                 "--metrics-address",
                 "127.0.0.1",
                 "--metrics-port",
-                str(free_port()),
+                str(self.metrics_port),
                 "--fast-router-retries",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

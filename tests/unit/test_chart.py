@@ -124,6 +124,7 @@ def test_default_render_operator_deployment(helm: Helm) -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "Service",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
     }

@@ -45,6 +45,7 @@ from promptloop.constants import (
     REJECT_ANNOTATION,
 )
 from promptloop.rollout import plan
+from promptloop.rollout.canary_request import CanaryRequest, canary_approver, canary_request
 from promptloop.rollout.decision import Policy, Verdict, decide
 from promptloop.rollout.effects import (
     ApplyManifests,
@@ -405,11 +406,16 @@ def _advance_canary(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | N
     canary = draft.status.canary
     assert canary is not None
 
-    # A person said no: `promptloop reject`, or spec.approved set back to false.
+    # The rollout's Argo CD approve/reject actions annotate the rollout, naming this canary.
+    asked = canary_request(
+        obs.rollout.metadata.annotations,
+        proposal=proposal.metadata.name,
+        prompt_digest=canary.prompt_digest,
+    )
+    # A person said no: `promptloop reject`, spec.approved set back to false, or the action.
     withdrawn = proposal.status.approval is not None and proposal.spec.approved is False
-    if (_rejected_by_annotation(proposal) or withdrawn) and (
-        proposal.status.phase not in PROPOSAL_TERMINAL
-    ):
+    said_no = _rejected_by_annotation(proposal) or withdrawn or asked is CanaryRequest.REJECT
+    if said_no and proposal.status.phase not in PROPOSAL_TERMINAL:
         outcome = plan.reject(
             rollout=draft.status,
             proposal=proposal,
@@ -422,12 +428,21 @@ def _advance_canary(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | N
         return None
 
     # A person said yes: record it; a rollout waiting at the ceiling steps to it at once.
-    if proposal.spec.approved and (proposal.status.approval is None or not canary.approved):
+    approved = bool(proposal.spec.approved) or asked is CanaryRequest.APPROVE
+    if approved and (proposal.status.approval is None or not canary.approved):
+        metadata = obs.rollout.metadata
+        approved_by = (
+            approver(proposal)
+            if proposal.spec.approved
+            else canary_approver(
+                metadata.annotations, (metadata.model_extra or {}).get("managedFields") or []
+            )
+        )
         outcome = plan.approve(
             rollout=draft.status,
             proposal=proposal,
             policy=policy,
-            approved_by=approver(proposal),
+            approved_by=approved_by,
             digest=canary.prompt_digest or "",
             now=now,
         )
