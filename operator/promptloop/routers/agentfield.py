@@ -34,6 +34,7 @@ import httpx
 
 from promptloop.api import VersionWeight
 from promptloop.routers.base import (
+    ConnectorDisabled,
     RouterError,
     RouterForbidden,
     RouterUnavailable,
@@ -222,8 +223,8 @@ class AgentFieldRouter:
         what = f"GET versions of node {node_id!r}"
         response = await self._request("GET", f"/reasoners/{quote(node_id, safe='')}/versions")
         if response.status_code == 404:
-            # {"error":"agent not found"}: nothing registered yet (or the connector is absent,
-            # which manifest() tells apart).
+            self._raise_if_disabled(response, what)
+            # {"error":"agent not found"}: nothing registered yet.
             return []
         self._expect_ok(response, what)
         body = self._json(response, what)
@@ -360,11 +361,27 @@ class AgentFieldRouter:
         # unredacted either.
         return text.replace(self._token, "***") if self._token else text
 
+    def _raise_if_disabled(self, response: httpx.Response, what: str) -> None:
+        """A 404 from gin's catch-all (``endpoint_not_found``, handlers/agentic/discover.go:88-98
+        in 0.1.128): the connector group was never registered (server/routes_connector.go:17-20).
+        """
+        try:
+            body = response.json()
+        except ValueError:
+            return
+        if isinstance(body, dict) and body.get("error") == "endpoint_not_found":
+            raise ConnectorDisabled(
+                f"AgentField answered {what} with 404 endpoint_not_found: its connector is not "
+                "enabled (start the control plane with features.connector.enabled and a token, "
+                "AGENTFIELD_CONNECTOR_ENABLED=true and AGENTFIELD_CONNECTOR_TOKEN)"
+            )
+
     def _expect_ok(self, response: httpx.Response, what: str) -> None:
         if 200 <= response.status_code < 300:
             return
         detail = self._redact(_error_text(response))
         if response.status_code == 404:
+            self._raise_if_disabled(response, what)
             raise RouterError(
                 f"AgentField answered {what} with 404 ({detail}); is the connector enabled "
                 "(it needs a token at control-plane start)?"

@@ -21,6 +21,7 @@ __all__ = [
     "ROLE_CANARY",
     "ROLE_OTHER",
     "ROLE_STABLE",
+    "ConnectorDisabled",
     "RouterError",
     "RouterForbidden",
     "RouterUnavailable",
@@ -55,6 +56,12 @@ class RouterForbidden(RouterError):
 
 class RouterUnavailable(RouterError):
     """The backend could not be reached, or kept failing (5xx), after bounded retries."""
+
+
+class ConnectorDisabled(RouterError):
+    """AgentField has no connector routes at all (404 ``endpoint_not_found``): it was started
+    without ``features.connector.enabled`` and a token. Not the same as a node or version that
+    is not registered (404 ``agent not found``, 500 for a version)."""
 
 
 class UnknownVersion(RouterError):
