@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promptloop.devenv.agentfield_standin import AgentRow, StandinState
+from devenv.agentfield_standin import AgentRow, StandinState
 from promptloop.rollout.exposure import agentfield_sorts_before, ordering_problem
 
 

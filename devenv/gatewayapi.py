@@ -12,7 +12,7 @@ Envoy-based ones need an Envoy binary no registry here ships, NGINX Gateway Fabr
 by the proxy, and Traefik does not build from it. The CRDs are what the operator talks to; the
 API server validates every write with the upstream CEL rules.
 
-Usage: ``python -m promptloop.devenv.gatewayapi [--kubeconfig PATH]`` fetches (or finds) the CRDs
+Usage: ``python -m devenv.gatewayapi [--kubeconfig PATH]`` fetches (or finds) the CRDs
 and, with a kubeconfig, installs them; it prints the directory.
 """
 
@@ -26,8 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from promptloop.devenv.cluster import cache_dir
-from promptloop.devenv.gobuild import go_env
+from devenv.cluster import cache_dir
+from devenv.gobuild import go_env
 
 __all__ = ["GATEWAY_API_VERSION", "GatewayApiError", "crd_files", "fetch", "install"]
 
@@ -41,7 +41,7 @@ class GatewayApiError(RuntimeError):
 
 
 def _target(version: str) -> Path:
-    # The cache root of promptloop.devenv.cluster.cache_dir() (which adds k8s/<version>).
+    # The cache root of devenv.cluster.cache_dir() (which adds k8s/<version>).
     return cache_dir().parent.parent / "gateway-api" / version
 
 
@@ -144,7 +144,7 @@ def _file_args(files: list[Path]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Fetch the CRDs (and install them with ``--kubeconfig``); print their directory."""
-    parser = argparse.ArgumentParser(prog="python -m promptloop.devenv.gatewayapi")
+    parser = argparse.ArgumentParser(prog="python -m devenv.gatewayapi")
     parser.add_argument("--kubeconfig", type=Path, help="install into this cluster")
     parser.add_argument("--kubectl", default=str(Path(sys.executable).parent / "kubectl"))
     parser.add_argument("--version", default=GATEWAY_API_VERSION)
