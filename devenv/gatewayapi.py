@@ -122,11 +122,7 @@ def install(kubeconfig: Path, *, kubectl: str, version: str = GATEWAY_API_VERSIO
     )
     if applied.returncode != 0:
         raise GatewayApiError(f"installing the Gateway API CRDs failed: {applied.stderr.strip()}")
-    crds = [
-        line
-        for line in applied.stdout.split()
-        if line.startswith("customresourcedefinition")
-    ]
+    crds = [line for line in applied.stdout.split() if line.startswith("customresourcedefinition")]
     waited = subprocess.run(
         [*args, "wait", "--for=condition=Established", "--timeout=60s", *crds],
         capture_output=True,
