@@ -7,6 +7,7 @@ a test fails when the checked-in YAML drifts from them.
 from promptloop.api.agentrollout import (
     AgentFieldMemoryMetrics,
     AgentFieldRouter,
+    GatewayApiRouter,
     AgentRef,
     AgentRollout,
     AgentRolloutSpec,
@@ -43,6 +44,7 @@ from promptloop.api.promptproposal import (
 __all__ = [
     "AgentFieldMemoryMetrics",
     "AgentFieldRouter",
+    "GatewayApiRouter",
     "AgentRef",
     "AgentRollout",
     "AgentRolloutSpec",
