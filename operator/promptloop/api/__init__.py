@@ -7,7 +7,6 @@ a test fails when the checked-in YAML drifts from them.
 from promptloop.api.agentrollout import (
     AgentFieldMemoryMetrics,
     AgentFieldRouter,
-    GatewayApiRouter,
     AgentRef,
     AgentRollout,
     AgentRolloutSpec,
@@ -15,6 +14,7 @@ from promptloop.api.agentrollout import (
     CanaryPolicy,
     CanaryStatus,
     DecisionStatus,
+    GatewayApiRouter,
     HistoryEntry,
     HttpMetrics,
     MetricsSpec,
@@ -44,7 +44,6 @@ from promptloop.api.promptproposal import (
 __all__ = [
     "AgentFieldMemoryMetrics",
     "AgentFieldRouter",
-    "GatewayApiRouter",
     "AgentRef",
     "AgentRollout",
     "AgentRolloutSpec",
@@ -57,6 +56,7 @@ __all__ = [
     "DecisionStatus",
     "Evidence",
     "FailureExample",
+    "GatewayApiRouter",
     "HistoryEntry",
     "HttpMetrics",
     "LocalObjectReference",

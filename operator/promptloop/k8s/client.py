@@ -229,7 +229,7 @@ class Kube:
     async def apply_http_route_rules(
         self, namespace: str, name: str, *, rules: list[dict[str, Any]], resource_version: str
     ) -> dict[str, Any]:
-        """Server-side apply ``spec.rules`` of a user's HTTPRoute under :data:`ROUTER_FIELD_MANAGER`.
+        """Server-side apply a user's HTTPRoute's ``spec.rules`` as :data:`ROUTER_FIELD_MANAGER`.
 
         The Gateway API CRDs declare ``rules`` and ``backendRefs`` atomic lists
         (``x-kubernetes-list-type: atomic``), so an apply must carry the whole list: the caller

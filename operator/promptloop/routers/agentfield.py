@@ -458,7 +458,7 @@ class AgentFieldRouter:
 
 
 class AgentFieldTraffic:
-    """:class:`AgentFieldRouter` bound to one node, as a :class:`~promptloop.routers.base.TrafficRouter`.
+    """:class:`AgentFieldRouter` bound to one node: AgentField as a ``TrafficRouter``.
 
     AgentField cannot drain by weight (0 counts as 100) and its execute route sends every call
     to the smallest version string, so ``drains_by_weight`` is False and

@@ -18,15 +18,15 @@ from promptloop.constants import AGENTFIELD_WEIGHT_SCALE
 
 __all__ = [
     "MIN_SHARE",
-    "Readiness",
-    "Split",
     "ROLE_CANARY",
     "ROLE_OTHER",
     "ROLE_STABLE",
     "ConnectorDisabled",
+    "Readiness",
     "RouterError",
     "RouterForbidden",
     "RouterUnavailable",
+    "Split",
     "TrafficRouter",
     "UnknownVersion",
     "VersionInfo",

@@ -104,9 +104,7 @@ def set_weights(
     return updated, both
 
 
-def route_weights(
-    rules: list[dict[str, Any]], *, rollout: str
-) -> tuple[int, int] | None:
+def route_weights(rules: list[dict[str, Any]], *, rollout: str) -> tuple[int, int] | None:
     """The (stable, canary) weights the route holds, or None if no rule carries both refs.
 
     Every rule that carries both must agree; if they do not, the first such rule's weights are
@@ -203,7 +201,9 @@ class GatewayApiRouter:
         except NotFound:
             raise RouterError(self._missing_route()) from None
         except KubeError as error:
-            raise RouterUnavailable(f"cannot point the Services or read the HTTPRoute: {error}")
+            raise RouterUnavailable(
+                f"cannot point the Services or read the HTTPRoute: {error}"
+            ) from None
         rules = route.get("spec", {}).get("rules") or []
         new_rules, both = set_weights(
             rules,
