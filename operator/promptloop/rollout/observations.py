@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from promptloop.api import AgentRollout, PromptProposal
+from promptloop.routers.base import Readiness
 
 __all__ = [
     "Counters",
@@ -90,6 +91,15 @@ class Observations:
         unavailable and why).
     renderings
         The rendered challenger of each proposal that may start in this pass, by name.
+    challenger_readiness
+        What the router says about the canary's version (registered and answering at its own
+        address on AgentField; the route carrying the canary backend on Gateway API); None when
+        it was not asked (no canary, or no router).
+    router_orders_by_version_string
+        The router's real routing sends every call to the smallest version string (AgentField's
+        execute route): a challenger that sorts first must be refused. True when unknown.
+    router_drains_by_weight
+        Weight 0 takes a version out of rotation (Gateway API; not AgentField).
     """
 
     rollout: AgentRollout
@@ -108,6 +118,9 @@ class Observations:
     counters: Counters | None = None
     counters_problem: str | None = None
     renderings: Mapping[str, Rendering] = field(default_factory=dict)
+    challenger_readiness: Readiness | None = None
+    router_orders_by_version_string: bool = True
+    router_drains_by_weight: bool = False
 
     @property
     def namespace(self) -> str:
