@@ -90,6 +90,9 @@ class AgentSim:
     # Send the traffic through the stand-in's execute route (POST /api/v1/execute/<node>.classify)
     # instead of splitting it here: AgentField then picks the version, as it does for real.
     via_execute: bool = False
+    # A client that calls this version directly, bypassing the split (over-exposure, whatever
+    # its cause: the operator judges the counters, not the router's promise).
+    route_all_to: str | None = None
     serving: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -243,7 +246,9 @@ class AgentSim:
                 if not live:
                     continue
                 effective = {v: (w if w > 0 else 100) for v, w in live.items()}
-                if not self.honour_weights:
+                if self.route_all_to in effective:
+                    effective = {v: (1 if v == self.route_all_to else 0) for v in effective}
+                elif not self.honour_weights:
                     # AgentField's execute path: every call goes to the smallest version.
                     first = min(effective)
                     effective = {v: (1 if v == first else 0) for v in effective}
