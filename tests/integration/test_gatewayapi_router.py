@@ -116,7 +116,9 @@ def _rollout(name: str) -> dict[str, Any]:
 
 
 def _get(kube: KubeCluster, namespace: str, kind: str, name: str) -> dict[str, Any]:
-    out = kube.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout
+    out = kube.kubectl(
+        "get", kind, name, "-n", namespace, "-o", "json", "--show-managed-fields"
+    ).stdout
     result: dict[str, Any] = json.loads(out)
     return result
 
