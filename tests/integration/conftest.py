@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
+from devenv import gatewayapi
 from devenv.agentfield import AgentFieldHandle, start_agentfield, stop_agentfield
 from tests.conftest import KUBECTL, KubeCluster
 from tests.integration.harness import (
     AgentSim,
     OperatorProcess,
+    gateway_operator_kubeconfig,
     service_account_kubeconfig,
     wait_for,
 )
@@ -273,3 +275,20 @@ def capture_status(request: pytest.FixtureRequest) -> Iterator[None]:
     namespace: str = request.getfixturevalue("namespace")
     with StatusRecorder(KUBECTL, kube.kubeconfig, namespace, STATUS_DIR):
         yield
+
+
+# -- Gateway API --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gateway_api(kube: KubeCluster) -> list[str]:
+    """The Gateway API CRDs installed (server-side apply, then Established)."""
+    return gatewayapi.install(kube.kubeconfig, kubectl=KUBECTL)
+
+
+@pytest.fixture(scope="session")
+def router_kubeconfig(
+    kube: KubeCluster, gateway_api: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A ServiceAccount holding the operator's ClusterRole as manifests/gateway-api ships it."""
+    return gateway_operator_kubeconfig(kube, tmp_path_factory.mktemp("gateway") / "kubeconfig")

@@ -93,6 +93,10 @@ class AgentSim:
     # A client that calls this version directly, bypassing the split (over-exposure, whatever
     # its cause: the operator judges the counters, not the router's promise).
     route_all_to: str | None = None
+    # Where the split comes from (default: AgentField's connector). The Gateway API scenario
+    # reads the HTTPRoute's weights back from the API server: there is no gateway data plane
+    # here, so this driver splits by the route's read-back weights, named as such.
+    weights_source: Callable[[], dict[str, int]] | None = None
     serving: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -198,6 +202,12 @@ class AgentSim:
             sim.failure_rate = failure_rate
             sim.heartbeat = True
 
+    def add_version(self, version: str, failure_rate: float) -> None:
+        """A version that serves traffic without registering anywhere (a Gateway API backend)."""
+        with self.lock:
+            sim = self.versions.setdefault(version, VersionSim(version, failure_rate))
+            sim.failure_rate = failure_rate
+
     def stop_heartbeat(self, version: str) -> None:
         """The version's process stopped: its heartbeat goes stale, its address stops answering."""
         with self.lock:
@@ -238,8 +248,8 @@ class AgentSim:
                 self._execute_tick()
                 continue
             try:
-                weights = self.weights()
-            except OSError:
+                weights = self.weights_source() if self.weights_source else self.weights()
+            except (OSError, ValueError, KeyError, AssertionError):
                 continue
             with self.lock:
                 live = {v: w for v, w in weights.items() if v in self.versions}
@@ -400,3 +410,60 @@ def service_account_kubeconfig(
         )
     )
     return path
+
+
+GATEWAY_ACCOUNT = "promptloop-operator-gateway"
+_MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+
+
+def kube_kubectl() -> str:
+    """The kubectl the tests use (installed beside the interpreter)."""
+    return str(Path(sys.executable).parent / "kubectl")
+
+
+def gateway_operator_kubeconfig(kube: Any, path: Path) -> Path:
+    """A ServiceAccount holding the operator's ClusterRole as manifests/gateway-api ships it."""
+    import yaml
+
+    rendered = subprocess.run(
+        [
+            kube_kubectl(),
+            "kustomize",
+            str(_MANIFESTS / "gateway-api"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    [role] = [
+        o
+        for o in yaml.safe_load_all(rendered)
+        if o and o["kind"] == "ClusterRole" and o["metadata"]["name"] == "promptloop-operator"
+    ]
+    role["metadata"] = {"name": GATEWAY_ACCOUNT}
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": GATEWAY_ACCOUNT},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": GATEWAY_ACCOUNT,
+        },
+        "subjects": [
+            {"kind": "ServiceAccount", "name": GATEWAY_ACCOUNT, "namespace": "promptloop-system"}
+        ],
+    }
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": GATEWAY_ACCOUNT, "namespace": "promptloop-system"},
+    }
+    kube.kubectl(
+        "apply",
+        "-f",
+        str(_MANIFESTS / "base" / "namespace.yaml"),
+    )
+    for obj in (account, role, binding):
+        kube.kubectl("apply", "-f", "-", stdin=json.dumps(obj))
+    return service_account_kubeconfig(kube, path, account=GATEWAY_ACCOUNT)

@@ -10,71 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from devenv import gatewayapi
 from promptloop.k8s.client import ROUTER_FIELD_MANAGER, connected
 from promptloop.routers.base import RouterError, Split
 from promptloop.routers.gatewayapi import GatewayApiRouter, route_weights
-from tests.conftest import KUBECTL, KubeCluster
-from tests.integration.harness import service_account_kubeconfig
+from tests.conftest import KubeCluster
 
 ROOT = Path(__file__).resolve().parents[2]
-ACCOUNT = "promptloop-operator-gateway"
-
-
-@pytest.fixture(scope="session")
-def gateway_api(kube: KubeCluster) -> list[str]:
-    """The Gateway API CRDs installed (server-side apply, then Established)."""
-    return gatewayapi.install(kube.kubeconfig, kubectl=KUBECTL)
-
-
-@pytest.fixture(scope="session")
-def router_kubeconfig(
-    kube: KubeCluster, gateway_api: list[str], tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """A ServiceAccount holding the operator's ClusterRole as manifests/gateway-api ships it."""
-    rendered = subprocess.run(
-        [KUBECTL, "kustomize", str(ROOT / "manifests" / "gateway-api")],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    [role] = [
-        o
-        for o in yaml.safe_load_all(rendered)
-        if o and o["kind"] == "ClusterRole" and o["metadata"]["name"] == "promptloop-operator"
-    ]
-    role["metadata"] = {"name": ACCOUNT}
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": ACCOUNT},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": ACCOUNT,
-        },
-        "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": "promptloop-system"}],
-    }
-    account = {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {"name": ACCOUNT, "namespace": "promptloop-system"},
-    }
-    kube.kubectl("apply", "-f", str(ROOT / "manifests" / "base" / "namespace.yaml"))
-    for obj in (account, role, binding):
-        kube.kubectl("apply", "-f", "-", stdin=json.dumps(obj))
-    return service_account_kubeconfig(
-        kube, tmp_path_factory.mktemp("gateway") / "kubeconfig", account=ACCOUNT
-    )
 
 
 def _route(name: str, rollout: str, *, stable: int = 100, canary: int = 0) -> dict[str, Any]:
