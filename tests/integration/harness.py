@@ -249,7 +249,7 @@ class AgentSim:
                 continue
             try:
                 weights = self.weights_source() if self.weights_source else self.weights()
-            except (OSError, ValueError, KeyError, AssertionError):
+            except Exception:
                 continue
             with self.lock:
                 live = {v: w for v, w in weights.items() if v in self.versions}
