@@ -47,7 +47,7 @@ class KubeError(RuntimeError):
         self.status = status
 
 
-class NotFound(KubeError):
+class NotFound(KubeError, LookupError):
     """The object does not exist (404)."""
 
 

@@ -18,11 +18,11 @@ from datetime import datetime
 from typing import Any
 
 from promptloop.api import AgentRollout, PromptProposal
-from promptloop.routers.base import Readiness
 
 __all__ = [
     "Counters",
     "Observations",
+    "Readiness",
     "Rendering",
     "RouterVersion",
 ]
@@ -35,6 +35,18 @@ class RouterVersion:
     version: str
     weight: int
     last_heartbeat: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether a version can take traffic through the router, and why (for a condition).
+
+    ``ready`` is None when the router could not be asked (missing data: hold, no clock runs).
+    """
+
+    ready: bool | None
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from promptloop.api import VersionWeight
 from promptloop.constants import AGENTFIELD_WEIGHT_SCALE
+from promptloop.rollout.observations import Readiness as Readiness
 
 __all__ = [
     "MIN_SHARE",
@@ -117,18 +118,6 @@ class Split:
     canary: str | None
     canary_percent: int
     others: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """Whether a version can take traffic through this router, and why (for a condition).
-
-    ``ready`` is None when the router could not be asked (missing data: hold, no clock runs).
-    """
-
-    ready: bool | None
-    reason: str
-    message: str
 
 
 class TrafficRouter(Protocol):

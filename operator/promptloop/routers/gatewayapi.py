@@ -22,17 +22,18 @@ Argo CD's ``ignoreDifferences.managedFieldsManagers: [promptloop-router]`` (docs
 keeps the Application in sync.
 
 Pure helpers (:func:`set_weights`, :func:`route_weights`) do the arithmetic; the class does I/O
-only through :class:`promptloop.k8s.client.Kube`.
+only through the :class:`RouteClient` it is given (the operator's ``k8s.client.Kube``: routers/
+and k8s/ are sibling layers, so the dependency is a protocol). Its errors are caught by their
+standard bases: ``LookupError`` for a missing object, ``RuntimeError`` for any other failure.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from promptloop.api import VersionWeight
-from promptloop.k8s.client import Kube, KubeError, NotFound
 from promptloop.routers.base import (
     ROLE_CANARY,
     ROLE_STABLE,
@@ -44,11 +45,30 @@ from promptloop.routers.base import (
 
 __all__ = [
     "GatewayApiRouter",
+    "RouteClient",
     "canary_service",
     "route_weights",
     "set_weights",
     "stable_service",
 ]
+
+
+class RouteClient(Protocol):
+    """The Kubernetes calls the router makes (``promptloop.k8s.client.Kube`` has them)."""
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply an object the operator owns (here: a Service)."""
+        ...
+
+    async def get_http_route(self, namespace: str, name: str) -> dict[str, Any]:
+        """An HTTPRoute as a dict; raises a ``LookupError`` when it does not exist."""
+        ...
+
+    async def apply_http_route_rules(
+        self, namespace: str, name: str, *, rules: list[dict[str, Any]], resource_version: str
+    ) -> dict[str, Any]:
+        """Server-side apply ``spec.rules`` under the router's own field manager."""
+        ...
 
 
 def stable_service(rollout: str) -> str:
@@ -144,7 +164,7 @@ class GatewayApiRouter:
 
     def __init__(
         self,
-        kube: Kube,
+        kube: RouteClient,
         *,
         namespace: str,
         rollout: str,
@@ -198,9 +218,9 @@ class GatewayApiRouter:
             await self.kube.apply(self._service(stable_service(self.rollout), stable_selector))
             await self.kube.apply(self._service(canary_service(self.rollout), canary_selector))
             route = await self.kube.get_http_route(self.namespace, self.http_route)
-        except NotFound:
+        except LookupError:
             raise RouterError(self._missing_route()) from None
-        except KubeError as error:
+        except RuntimeError as error:
             raise RouterUnavailable(
                 f"cannot point the Services or read the HTTPRoute: {error}"
             ) from None
@@ -221,7 +241,7 @@ class GatewayApiRouter:
                     rules=new_rules,
                     resource_version=route["metadata"].get("resourceVersion", ""),
                 )
-            except KubeError as error:
+            except RuntimeError as error:
                 raise RouterUnavailable(
                     f"cannot write the weights of HTTPRoute {self.http_route}: {error}"
                 ) from None
@@ -233,9 +253,9 @@ class GatewayApiRouter:
         """The two weights as the API server holds them, as the versions they point at."""
         try:
             route = await self.kube.get_http_route(self.namespace, self.http_route)
-        except NotFound:
+        except LookupError:
             raise RouterError(self._missing_route()) from None
-        except KubeError as error:
+        except RuntimeError as error:
             raise RouterUnavailable(f"cannot read HTTPRoute {self.http_route}: {error}") from None
         weights = route_weights(route.get("spec", {}).get("rules") or [], rollout=self.rollout)
         if weights is None:
@@ -269,9 +289,9 @@ class GatewayApiRouter:
             return Readiness(False, "NoSelector", f"no pods known for version {version}")
         try:
             route = await self.kube.get_http_route(self.namespace, self.http_route)
-        except NotFound:
+        except LookupError:
             return Readiness(False, "RouteNotFound", self._missing_route())
-        except KubeError as error:
+        except RuntimeError as error:
             return Readiness(None, "Unavailable", f"cannot read HTTPRoute: {error}")
         if route_weights(route.get("spec", {}).get("rules") or [], rollout=self.rollout) is None:
             return Readiness(False, "RouteMissingBackends", self._no_backends())
