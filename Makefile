@@ -87,6 +87,10 @@ cluster-up: $(STAMP) ## Start the local Kubernetes control plane; kubeconfig in 
 cluster-down: $(STAMP) ## Stop the local control plane and every process it started
 	@$(PROMPTLOOP) dev cluster down
 
+.PHONY: gateway-api-crds
+gateway-api-crds: $(STAMP) ## Install the Gateway API CRDs (standard channel, sigs.k8s.io/gateway-api, cached) into the local cluster
+	@$(PY) -m devenv.gatewayapi --kubeconfig $(PROMPTLOOP_KUBECONFIG)
+
 .PHONY: agentfield-up
 agentfield-up: $(STAMP) ## Start the AgentField stand-in on loopback; env in .cluster/agentfield.env
 	@$(PROMPTLOOP) dev agentfield up

@@ -40,6 +40,7 @@ __all__ = [
     "DecisionStatus",
     "EvidenceStratum",
     "EvidenceWindow",
+    "GatewayApiRouter",
     "HistoryEntry",
     "HttpMetrics",
     "MetricsSpec",
@@ -146,6 +147,32 @@ class AgentFieldRouter(SpecModel):
     )
 
 
+class GatewayApiRouter(SpecModel):
+    """A Gateway API HTTPRoute the user owns, split between two Services the operator owns.
+
+    The route's rules send the agent's traffic to backendRefs named ``<rollout>-stable`` and
+    ``<rollout>-canary``; the operator creates those Services (selecting the stable version's
+    and the challenger's pods) and writes only the two backendRefs' ``weight`` fields, by
+    server-side apply under the field manager ``promptloop-router``.
+    """
+
+    http_route: str = Field(
+        alias="httpRoute",
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Name of the HTTPRoute (gateway.networking.k8s.io/v1) in this namespace.",
+    )
+    port: int = Field(
+        ge=1,
+        le=65535,
+        description=(
+            "The port the agent listens on; both Services expose it (port and targetPort) and "
+            "the route's backendRefs name it."
+        ),
+    )
+
+
 class RouterSpec(SpecModel):
     """Exactly one traffic backend."""
 
@@ -153,7 +180,7 @@ class RouterSpec(SpecModel):
         "json_schema_extra": {
             "x-kubernetes-validations": [
                 cel(
-                    "[has(self.agentfield)].filter(x, x).size() == 1",
+                    "[has(self.agentfield), has(self.gatewayAPI)].filter(x, x).size() == 1",
                     "exactly one router must be set",
                 ),
             ]
@@ -162,7 +189,18 @@ class RouterSpec(SpecModel):
 
     agentfield: AgentFieldRouter | None = Field(
         default=None,
-        description="Step weights through AgentField's connector API.",
+        description=(
+            "Step weights through AgentField's connector API. AgentField's execute route does "
+            "not read them: the operator verifies the split and refuses versions that would sort "
+            "first (see README)."
+        ),
+    )
+    gateway_api: GatewayApiRouter | None = Field(
+        default=None,
+        alias="gatewayAPI",
+        description=(
+            "Split real requests by weight with a Gateway API HTTPRoute (weight 0 drains)."
+        ),
     )
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "reject",
     "roll_back",
     "seed",
+    "withdraw_exposure",
 ]
 
 
@@ -426,8 +427,10 @@ def roll_back(
     now: datetime,
     phase: ProposalPhase = ProposalPhase.ROLLED_BACK,
     event_reason: str = "RolledBack",
+    drain: bool = False,
 ) -> Outcome:
-    """Drop the challenger to the floor (``event_reason`` names the Events' reason).
+    """Drop the challenger to the floor, or out altogether with ``drain`` (``event_reason`` names
+    the Events' reason).
 
     AgentField cannot drain a version by weight (0 counts as 100), so a floor of 0 takes the
     challenger out of the router and scales it to zero. A floor above 0 keeps it at that share
@@ -440,7 +443,7 @@ def roll_back(
     # A rollback never raises the weight: a challenger that was never seeded (progressDeadline)
     # or sits below a floor raised since is drained or kept where it is, not given more.
     weight = status.canary.weight if status.canary is not None else None
-    floor = min(policy.floor, weight or 0)
+    floor = 0 if drain else min(policy.floor, weight or 0)
     drain = floor == 0
     if drain:
         status.canary = None
@@ -492,6 +495,43 @@ def roll_back(
         ),
     ]
     return Outcome(status, proposal_status, notices, scale_challenger_to_zero=drain)
+
+
+def withdraw_exposure(
+    *,
+    rollout: AgentRolloutStatus,
+    proposal: PromptProposal,
+    policy: CanaryPolicy,
+    reason: str,
+    now: datetime,
+) -> Outcome:
+    """The challenger gets (or would get) far more traffic than its weight: take it out now.
+
+    Whatever the floor, it is drained (scaled to zero: on AgentField nothing else removes a
+    version from rotation), the proposal is rolled back and can never be promoted,
+    ``TrafficVerified`` is False with reason ``OverExposed``, and a warning Event says why on
+    both objects.
+    """
+    outcome = roll_back(
+        rollout=rollout, proposal=proposal, policy=policy, reason=reason, now=now, drain=True
+    )
+    outcome.rollout.conditions = set_condition(
+        outcome.rollout.conditions,
+        type_="TrafficVerified",
+        status=False,
+        reason="OverExposed",
+        message=reason,
+        now=now,
+    )
+    message = (
+        f"{proposal.spec.version} was exposed beyond its weight before approval and has been "
+        f"scaled to zero: {reason}"
+    )
+    outcome.notices = [
+        Notice(on_proposal=False, reason="OverExposed", message=message, warning=True),
+        Notice(on_proposal=True, reason="OverExposed", message=message, warning=True),
+    ]
+    return outcome
 
 
 def reject(
