@@ -444,13 +444,13 @@ def run_failover(kube: KubeCluster, work: Path, rollouts: int, kills: int) -> di
             # The chart's timings (15 s lease, 10 s renew deadline, 2 s retry): the figure is
             # what an installation gets. The Lease Role of manifests/base is in
             # promptloop-system.
-            extra_args=[
+            extra_args=(
                 "--leader-election",
                 "--lease-name",
                 f"bench-{namespace}",
                 "--lease-namespace",
                 "promptloop-system",
-            ],
+            ),
         )
         operator.start()
         operators.append(operator)

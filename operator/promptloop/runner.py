@@ -27,20 +27,15 @@ log = logging.getLogger("promptloop.runner")
 
 def run(args: argparse.Namespace) -> int:
     """Start kopf with promptloop's handlers; returns when the operator stops."""
-    import kopf
-
     import promptloop.handlers  # noqa: F401  (registers the handlers)
     from promptloop.handlers.startup import OPTIONS
+    from promptloop.observability import configure_logging
 
     OPTIONS.metrics_port = args.metrics_port
     OPTIONS.metrics_address = args.metrics_address
     if args.fast_router_retries:
         OPTIONS.router_retry_delays = (0.05, 0.1)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    kopf.configure(verbose=args.verbose)
+    configure_logging(args.log_format, verbose=args.verbose)
     return asyncio.run(_main(args))
 
 
@@ -160,5 +155,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--lease-duration", type=float, default=15.0, help="seconds")
     parser.add_argument("--renew-deadline", type=float, default=10.0, help="seconds")
     parser.add_argument("--retry-period", type=float, default=2.0, help="seconds")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per line, with the Kubernetes object it is about",
+    )
     parser.add_argument("--fast-router-retries", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(func=run)

@@ -54,9 +54,9 @@ def test_standby_takes_over_mid_canary(scenario: Scenario) -> None:
         canary={"interval": "4s", "maxStep": 10, "progressDeadline": "5m"},
     )
     args = _election_args(scenario)
-    first = scenario.start_operator(args)
+    first = scenario.start_operator(*args)
     wait_for(lambda: _leads(first), timeout=30, what="the first operator leading")
-    second = scenario.start_operator(args)
+    second = scenario.start_operator(*args)
     _canary_running(scenario)
     stepped = scenario.wait_rollout(
         lambda r: (_status(r).get("canary") or {}).get("steps", 0) >= 1, "a first step", timeout=60
@@ -93,7 +93,7 @@ def test_standby_takes_over_mid_canary(scenario: Scenario) -> None:
     scenario.wait_rollout(converged, "the reset weight re-asserted by the new leader", timeout=15)
 
     # An approval given while nobody leads is acted on by the next leader.
-    third = scenario.start_operator(args)
+    third = scenario.start_operator(*args)
     second.kill()
     scenario.kube.kubectl(
         "patch",

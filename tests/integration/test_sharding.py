@@ -50,13 +50,11 @@ def test_two_shards_each_own_their_namespace(scenario: Scenario, other_scenario:
         world.setup()
         shards.append(
             world.start_operator(
-                [
-                    "--leader-election",
-                    "--lease-name",
-                    f"shard-{world.namespace}",
-                    "--lease-namespace",
-                    "promptloop-system",
-                ]
+                "--leader-election",
+                "--lease-name",
+                f"shard-{world.namespace}",
+                "--lease-namespace",
+                "promptloop-system",
             )
         )
     for world, operator in zip((scenario, other_scenario), shards, strict=True):
