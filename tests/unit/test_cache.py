@@ -91,16 +91,18 @@ def test_watch_error_410_means_relist_and_others_fail() -> None:
     assert informer._event({"type": "BOOKMARK", "object": obj("", "77")}, "1") == "77"
 
 
-def test_bodies_lose_managed_fields_but_proposals_keep_them() -> None:
+def test_bodies_lose_managed_fields_but_proposals_and_rollouts_keep_them() -> None:
     managed = {"managedFields": [{"manager": "kubectl-patch"}]}
-    for kind in (ROLLOUTS, DEPLOYMENTS, CONFIG_MAPS):
+    for kind in (DEPLOYMENTS, CONFIG_MAPS):
         stored = kind.transform({"metadata": {"name": "x", **managed}})
         assert "managedFields" not in stored["metadata"]
-    # Who approved is read from a proposal's managedFields.
-    assert PROPOSALS.transform({"metadata": {"name": "x", **managed}})["metadata"] == {
-        "name": "x",
-        **managed,
-    }
+    # Who approved is read from a proposal's managedFields (spec.approved) or a rollout's
+    # (the approve annotation Argo CD's action sets).
+    for kind in (PROPOSALS, ROLLOUTS):
+        assert kind.transform({"metadata": {"name": "x", **managed}})["metadata"] == {
+            "name": "x",
+            **managed,
+        }
 
 
 def test_secrets_keep_only_their_data_and_never_show_it() -> None:

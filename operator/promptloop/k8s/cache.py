@@ -82,7 +82,8 @@ def _without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _as_is(obj: dict[str, Any]) -> dict[str, Any]:
-    # Proposals keep managedFields: who set spec.approved is read from them.
+    # Proposals and rollouts keep managedFields: who set spec.approved (a proposal) or the
+    # approve annotation (a rollout, Argo CD's action) is read from them.
     return obj
 
 
@@ -98,7 +99,7 @@ def _secret_data_only(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-ROLLOUTS = Kind("agentrollouts", f"/apis/{GROUP}/{VERSION}", _without_managed_fields)
+ROLLOUTS = Kind("agentrollouts", f"/apis/{GROUP}/{VERSION}", _as_is)
 PROPOSALS = Kind("promptproposals", f"/apis/{GROUP}/{VERSION}", _as_is)
 DEPLOYMENTS = Kind("deployments", "/apis/apps/v1", _without_managed_fields)
 CONFIG_MAPS = Kind("configmaps", "/api/v1", _without_managed_fields)
