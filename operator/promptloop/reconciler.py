@@ -49,6 +49,7 @@ from promptloop.constants import (
 from promptloop.k8s.client import Kube, KubeError, NotFound
 from promptloop.metrics.base import MetricsUnavailable
 from promptloop.metrics.base import provider_for as metrics_provider_for
+from promptloop.notify.dispatch import Notifier
 from promptloop.observability import OperatorMetrics
 from promptloop.render.challenger import (
     OwnerRef,
@@ -57,7 +58,8 @@ from promptloop.render.challenger import (
     render_challenger,
     stable_prompt_source,
 )
-from promptloop.rollout import plan
+from promptloop.rollout import notifications, plan
+from promptloop.rollout.conditions import proposal_conditions, rollout_conditions
 from promptloop.rollout.decision import Counts, Policy, Verdict, decide
 from promptloop.rollout.phases import (
     PROPOSAL_TERMINAL,
@@ -115,8 +117,10 @@ class Reconciler:
         metrics: OperatorMetrics | None = None,
         clock: Callable[[], datetime] = _now,
         router_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0),
+        notifier: Notifier | None = None,
     ) -> None:
         self.kube = kube
+        self.notifier = notifier
         self.http = http
         self.metrics = metrics or OperatorMetrics()
         self.clock = clock
@@ -232,8 +236,10 @@ class Reconciler:
                 stable_deployment = None
         if token is None or stable_deployment is None:
             self._hold_unstarted_proposals(state, state.status.message or "")
+            self._conditions_and_notifications(state, original, now)
             await self._commit(state, original, raw)
             await self._commit_rest(state, original_proposals)
+            self._notify(state)
             return
         if state.status.phase is RolloutPhase.INVALID:
             # What made the rollout invalid is fixed (the Secret or Deployment appeared).
@@ -277,10 +283,100 @@ class Reconciler:
         # re-decides from the evidence, whereas one killed before it would leave it running.
         for deployment in filter(None, [challenger_scale_to_zero, *stale_challengers]):
             await self._scale_to_zero(namespace, deployment)
+        self._conditions_and_notifications(state, original, now)
         # Intent before the router: a crash after this write re-asserts the same weights.
         await self._commit(state, original, raw)
         await self._assert_router(state, router, raw, now)
         await self._commit_rest(state, original_proposals)
+        self._notify(state)
+
+    # ------------------------------------------------------------------------------------
+    # Conditions and notifications
+
+    def _conditions_and_notifications(
+        self, state: _Pass, original: AgentRolloutStatus, now: datetime
+    ) -> None:
+        """Derive every proposal's conditions and the rollout's outcome conditions from the
+        statuses about to be written, and put the transitions to announce into the outbox
+        (``status.notifications``), which the rollout's intent write then carries."""
+        status = state.status
+        active = status.canary.proposal if status.canary is not None else None
+        challenger_ready = next((c for c in status.conditions if c.type == "ChallengerReady"), None)
+        for proposal in state.proposals:
+            name = proposal.metadata.name
+            current = state.proposal_status.get(name, proposal.status)
+            conditions = proposal_conditions(
+                current,
+                challenger_ready=challenger_ready if name == active else None,
+                generation=proposal.metadata.generation,
+                now=now,
+            )
+            if conditions != current.conditions:
+                state.proposal_status[name] = current.model_copy(update={"conditions": conditions})
+        status.conditions = rollout_conditions(status, now=now)
+        sinks = self.notifier.sinks_for(state.rollout.spec.notifications) if self.notifier else []
+        if sinks:
+            records = notifications.detect(
+                rollout_before=original,
+                rollout_after=status,
+                proposals=state.proposals,
+                proposals_after=state.proposal_status,
+                sinks=sinks,
+                now=now,
+            )
+            status.notifications = notifications.merge(status.notifications, records)
+
+    def _notify(self, state: _Pass) -> None:
+        """Hand the outbox's pending deliveries to the notifier (background: never waits)."""
+        if self.notifier is None or not notifications.pending(state.status.notifications):
+            return
+        self.notifier.schedule(
+            state.rollout.metadata.namespace or "default",
+            state.rollout.metadata.name,
+            state.rollout.spec.notifications,
+            state.status.notifications,
+        )
+
+    async def record_notification(
+        self,
+        namespace: str,
+        name: str,
+        record_id: str,
+        sink: str,
+        attempts: int,
+        sent: bool,
+        final: bool,
+        error: str | None,
+    ) -> None:
+        """Write one delivery's outcome into the rollout's outbox.
+
+        Under the rollout's lock, so it never races a pass (a pass writes the whole status it
+        read; this write lands between passes, and the next pass reads it).
+        """
+        async with self.lock(namespace, name):
+            try:
+                raw = await self.kube.get_rollout(namespace, name)
+            except NotFound:
+                return
+            rollout = AgentRollout.model_validate(raw)
+            updated = notifications.record_attempt(
+                rollout.status.notifications,
+                record_id=record_id,
+                sink=sink,
+                attempts=attempts,
+                sent=sent,
+                final=final,
+                error=error,
+                now=self.clock(),
+            )
+            if updated == rollout.status.notifications:
+                return
+            await self.kube.patch_status(
+                ROLLOUT_PLURAL,
+                namespace,
+                name,
+                {"notifications": [r.model_dump(mode="json", by_alias=True) for r in updated]},
+            )
 
     # ------------------------------------------------------------------------------------
     # Rollout-level checks
@@ -965,17 +1061,8 @@ class Reconciler:
                 now=now,
             )
             self.metrics.observe_weights(state.rollout, status)
-        ready = status.phase not in (RolloutPhase.INVALID,) and all(
-            c.status.value == "True" for c in status.conditions if c.type in ("RouterReachable",)
-        )
-        status.conditions = set_condition(
-            status.conditions,
-            type_="Ready",
-            status=ready,
-            reason="Reconciled" if ready else "NotReady",
-            message=status.message or "",
-            now=now,
-        )
+        # Ready depends on RouterReachable, known only now.
+        status.conditions = rollout_conditions(status, now=now)
         if status.model_dump() != before.model_dump():
             await self._write_rollout_status(namespace, state.rollout.metadata.name, status)
 

@@ -137,12 +137,15 @@ class Scenario:
             }
         )
 
-    def start_operator(self) -> OperatorProcess:
-        """Start an operator (watching only this namespace) and wait until it is live."""
+    def start_operator(self, env: dict[str, str] | None = None) -> OperatorProcess:
+        """Start an operator (watching only this namespace) and wait until it is live.
+
+        ``env`` adds environment variables (the operator's notification sinks, say)."""
         process = OperatorProcess(
             kubeconfig=self.operator_kubeconfig,
             namespace=self.namespace,
             log_path=self.log_dir / f"operator-{len(self.operators)}.log",
+            env=env,
         )
         self.operators.append(process)
         process.start()

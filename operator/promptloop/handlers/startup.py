@@ -11,6 +11,7 @@ import kopf
 
 from promptloop.constants import DOMAIN, FINALIZER
 from promptloop.k8s.client import connect
+from promptloop.notify.dispatch import DEFAULT_BACKOFF, Notifier, OperatorSinks
 from promptloop.observability import OperatorMetrics
 from promptloop.reconciler import Reconciler
 
@@ -24,6 +25,7 @@ class RuntimeOptions:
     metrics_port: int | None = None
     metrics_address: str = "0.0.0.0"
     router_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0)
+    notify_backoff: tuple[float, ...] = DEFAULT_BACKOFF
 
 
 OPTIONS = RuntimeOptions()
@@ -54,13 +56,25 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.kube = kube
     memo.http = http
     memo.metrics = metrics
-    memo.reconciler = Reconciler(
+    reconciler = Reconciler(
         kube, http, metrics=metrics, router_retry_delays=OPTIONS.router_retry_delays
     )
+    # Operator-wide sinks from the environment (the chart's `notifications` values); a bad
+    # PROMPTLOOP_NOTIFY_EVENTS stops the start-up with its message.
+    reconciler.notifier = Notifier(
+        http,
+        operator=OperatorSinks.from_env(),
+        read_secret=kube.get_secret_value,
+        record=reconciler.record_notification,
+        backoff=OPTIONS.notify_backoff,
+    )
+    memo.reconciler = reconciler
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    """Close the shared clients."""
+    """Stop deliveries in flight (they stay Pending in status), close the shared clients."""
+    if memo.reconciler.notifier is not None:
+        await memo.reconciler.notifier.close()
     await memo.http.aclose()
     await memo.kube.close()
