@@ -47,8 +47,10 @@ from promptloop.constants import (
     ROLLOUT_PLURAL,
 )
 from promptloop.k8s.client import Kube, KubeError, NotFound
-from promptloop.metrics.base import MetricsUnavailable
+from promptloop.metrics.base import MetricsProvider, MetricsUnavailable
 from promptloop.metrics.base import provider_for as metrics_provider_for
+from promptloop.metrics.endpoint import ClientPool
+from promptloop.metrics.endpoint import resolve as resolve_endpoint
 from promptloop.notify.dispatch import Notifier
 from promptloop.observability import OperatorMetrics
 from promptloop.render.challenger import (
@@ -121,6 +123,8 @@ class Reconciler:
     ) -> None:
         self.kube = kube
         self.notifier = notifier
+        # Clients for metrics backends with their own CA bundle (closed at shutdown).
+        self.clients = ClientPool(http)
         self.http = http
         self.metrics = metrics or OperatorMetrics()
         self.clock = clock
@@ -832,14 +836,8 @@ class Reconciler:
         canary = status.canary
         assert canary is not None and canary.weight is not None and canary.version
         stable_version = status.stable_version or rollout.spec.stable.version
-        provider = metrics_provider_for(
-            rollout.spec.metrics,
-            node_id=rollout.spec.agent.node_id,
-            router_url=rollout.spec.router.agentfield.url if rollout.spec.router.agentfield else "",
-            client=self.http,
-            api_key=await self._metrics_api_key(rollout),
-        )
         try:
+            provider = await self._metrics_provider(rollout)
             stable_raw, canary_raw = await asyncio.gather(
                 provider.read(stable_version), provider.read(canary.version)
             )
@@ -944,6 +942,30 @@ class Reconciler:
         )
         self._take(state, proposal, outcome)
         return outcome
+
+    async def _metrics_provider(self, rollout: AgentRollout) -> MetricsProvider:
+        """The rollout's metrics provider, its backend's headers and credentials read from their
+        Secrets (:class:`MetricsUnavailable` naming a missing one: the rollout holds)."""
+        spec = rollout.spec.metrics
+        options = spec.prometheus or spec.http
+        endpoint = None
+        if options is not None:
+            endpoint = await resolve_endpoint(
+                options,
+                namespace=rollout.metadata.namespace or "default",
+                read_secret=self.kube.get_secret_value,
+                pool=self.clients,
+            )
+        return metrics_provider_for(
+            spec,
+            node_id=rollout.spec.agent.node_id,
+            router_url=rollout.spec.router.agentfield.url if rollout.spec.router.agentfield else "",
+            client=endpoint.client if endpoint else self.http,
+            api_key=await self._metrics_api_key(rollout),
+            timeout=endpoint.timeout if endpoint else 5.0,
+            headers=endpoint.headers if endpoint else None,
+            auth=endpoint.auth if endpoint else None,
+        )
 
     async def _metrics_api_key(self, rollout: AgentRollout) -> str | None:
         """AgentField's API key for the memory provider, when the rollout names one."""

@@ -76,5 +76,6 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Stop deliveries in flight (they stay Pending in status), close the shared clients."""
     if memo.reconciler.notifier is not None:
         await memo.reconciler.notifier.close()
+    await memo.reconciler.clients.close()
     await memo.http.aclose()
     await memo.kube.close()

@@ -10,7 +10,7 @@ differences between ticks. A provider never answers zeros when it cannot tell: i
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -125,6 +125,8 @@ def provider_for(
     client: httpx.AsyncClient,
     api_key: str | None = None,
     timeout: float = 5.0,
+    headers: Mapping[str, str] | None = None,
+    auth: httpx.Auth | None = None,
 ) -> MetricsProvider:
     """The provider the rollout's ``spec.metrics`` asks for.
 
@@ -143,6 +145,9 @@ def provider_for(
         ``apiKeySecretRef``), if the control plane requires one.
     timeout
         Seconds each request may take.
+    headers, auth
+        For ``prometheus`` and ``http``: what :func:`promptloop.metrics.endpoint.resolve` made
+        of their headers and credentials.
 
     Returns
     -------
@@ -176,6 +181,8 @@ def provider_for(
             failed_query=spec.failed_query,
             client=client,
             timeout=timeout,
+            headers=headers,
+            auth=auth,
         )
     if metrics_spec.agentfield_memory is not None:
         memory = metrics_spec.agentfield_memory
@@ -191,4 +198,6 @@ def provider_for(
             timeout=timeout,
         )
     assert metrics_spec.http is not None  # one provider is set, checked above
-    return HttpProvider(metrics_spec.http.url, client=client, timeout=timeout)
+    return HttpProvider(
+        metrics_spec.http.url, client=client, timeout=timeout, headers=headers, auth=auth
+    )
