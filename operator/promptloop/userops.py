@@ -35,6 +35,10 @@ Exit codes:
       proposal that is finished (approving or rejecting it would change nothing)
 ====  =========================================================================================
 
+``status --wait`` has its own three (:mod:`promptloop.outcome`): 0 the proposal was promoted, 1 it
+was rolled back, rejected or found invalid (or the rollout is Invalid), 2 the timeout passed; a
+cluster that cannot be reached is 1 and a missing object 3, as above.
+
 Kubeconfig comes from ``--kubeconfig`` or ``KUBECONFIG`` (in a pod: the ServiceAccount), the
 namespace from ``-n`` or the kubeconfig context's namespace or ``default``. Secrets are never
 read: a stable prompt kept in a Secret is reported as unavailable, not fetched.
