@@ -34,7 +34,8 @@ def test_samples_parse() -> None:
     assert rollout.spec.agent.node_id == "classifier"
     assert rollout.spec.router.agentfield is not None
     assert rollout.spec.router.agentfield.token_secret_ref.key == "token"
-    assert rollout.spec.metrics.agentfield_memory is not None
+    assert rollout.spec.metrics.prometheus is not None
+    assert "{{ version }}" in rollout.spec.metrics.prometheus.total_query
     assert rollout.status.phase is None
     proposal = PromptProposal.model_validate(_load("promptproposal.yaml"))
     assert proposal.spec.version == "2.1.0"
