@@ -1,7 +1,9 @@
 """Notifications end to end: a canary awaits approval, a person approves, CI waits on a condition.
 
 The operator runs under its ServiceAccount with its operator-wide webhook configured by
-environment variables (what the chart's ``notifications`` values set). A local receiver checks
+environment variables (what the chart's ``notifications`` values set). The evidence comes from a
+real Prometheus server (Debian's package) scraping the simulated agents' ``/metrics`` every
+second, read with the ``prometheus`` provider as the samples configure it. A local receiver checks
 each delivery's HMAC signature and counts them. The test asserts issue 14's "done when":
 exactly one signed AwaitingApproval delivery carrying the approve command; ``promptloop
 approve``; ``kubectl wait --for=condition=Promoted`` returns; exactly one Promoted delivery; and
@@ -13,14 +15,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.conftest import Scenario
-from tests.integration.harness import wait_for
+from tests.integration.harness import AgentSim, wait_for
+from tests.prometheus import PrometheusServer, prometheus_server
 from tests.receiver import NotificationReceiver
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
@@ -55,13 +59,41 @@ def _all_sent(scenario: Scenario, events: set[str]) -> list[dict[str, Any]] | No
 
 
 def test_one_signed_delivery_per_transition_and_none_after_a_restart(
-    scenario: Scenario, receiver: NotificationReceiver
+    scenario: Scenario, receiver: NotificationReceiver, tmp_path: Path
 ) -> None:
     sinks = {
         "PROMPTLOOP_WEBHOOK_URL": f"{receiver.url}/webhook",
         "PROMPTLOOP_WEBHOOK_SIGNING_KEY": KEY,
     }
-    scenario.setup(stable_failure_rate=0.30)
+    stack = ExitStack()
+    prometheus: list[PrometheusServer] = []
+
+    def from_prometheus(agents: AgentSim) -> dict[str, Any]:
+        server = stack.enter_context(prometheus_server([agents.scrape_target], tmp_path / "prom"))
+        prometheus.append(server)
+        return {
+            "prometheus": {
+                "url": server.url,
+                "totalQuery": 'sum(classifier_requests_total{version="{{ version }}"})',
+                "failedQuery": 'sum(classifier_failures_total{version="{{ version }}"})',
+                "timeout": "3s",
+            }
+        }
+
+    with stack:
+        _scenario(scenario, receiver, sinks, from_prometheus)
+        # The counters the operator decided on came from the real server's scrapes.
+        [series] = prometheus[0].query('classifier_requests_total{version="2.1.0"}')
+        assert float(series["value"][1]) > 0  # type: ignore[index]
+
+
+def _scenario(
+    scenario: Scenario,
+    receiver: NotificationReceiver,
+    sinks: dict[str, str],
+    metrics: Callable[[AgentSim], dict[str, Any]],
+) -> None:
+    scenario.setup(stable_failure_rate=0.30, metrics=metrics)
     operator = scenario.start_operator(env=sinks)
     scenario.propose(PROPOSAL, "2.1.0", BETTER)
     scenario.wait_proposal_phase(PROPOSAL, "Rendered", timeout=30)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ class Scenario:
         canary: dict[str, Any] | None = None,
         token: str | None = None,
         honour_weights: bool = True,
+        metrics: Callable[[AgentSim], dict[str, Any]] | None = None,
     ) -> None:
         """Stable Deployment, token Secret, simulated agents (stable registered), rollout."""
         self.agents = AgentSim(self.agentfield.url, self.agentfield.token, self.node_id)
@@ -110,7 +111,11 @@ class Scenario:
                             "tokenSecretRef": {"name": "agentfield-connector", "key": "token"},
                         }
                     },
-                    "metrics": {"http": {"url": self.agents.metrics_url}},
+                    "metrics": (
+                        metrics(self.agents)
+                        if metrics is not None
+                        else {"http": {"url": self.agents.metrics_url}}
+                    ),
                     "canary": policy,
                 },
             }

@@ -96,6 +96,9 @@ class AgentSim:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    self._exposition()
+                    return
                 version = unquote(self.path.rsplit("/", 1)[-1])
                 with sim.lock:
                     found = sim.versions.get(version)
@@ -111,6 +114,25 @@ class AgentSim:
                 self.end_headers()
                 self.wfile.write(payload)
 
+            def _exposition(self) -> None:
+                """The example classifier's counters, in Prometheus' text format, for a real
+                Prometheus server to scrape (examples/classifier/classifier.py)."""
+                with sim.lock:
+                    rows = [(v.version, v.total, v.failed) for v in sim.versions.values()]
+                lines = ["# TYPE classifier_requests_total counter"]
+                lines += [f'classifier_requests_total{{version="{v}"}} {t}' for v, t, _ in rows]
+                lines.append("# TYPE classifier_failures_total counter")
+                lines += [
+                    f'classifier_failures_total{{version="{v}",reason="miss"}} {f}'
+                    for v, _, f in rows
+                ]
+                payload = ("\n".join(lines) + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
             def log_message(self, *_: Any) -> None:
                 pass
 
@@ -118,6 +140,8 @@ class AgentSim:
         self.metrics_url = (
             f"http://127.0.0.1:{self.server.server_address[1]}/counts/{{{{ version }}}}"
         )
+        # host:port of /metrics, the scrape target of a Prometheus server.
+        self.scrape_target = f"127.0.0.1:{self.server.server_address[1]}"
         self._threads = [
             threading.Thread(target=self.server.serve_forever, daemon=True),
             threading.Thread(target=self._traffic, daemon=True),
