@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from promptloop.devenv.procs import free_port
+from devenv.procs import free_port
 from tests.integration.harness import wait_for
 
 __all__ = ["PrometheusServer", "prometheus_server"]
