@@ -18,8 +18,9 @@ import pytest
 from aiohttp import web
 
 from promptloop.api import MetricsSpec
-from promptloop.metrics.base import MetricsUnavailable, provider_for
+from promptloop.metrics.base import MetricsUnavailable
 from promptloop.metrics.endpoint import ClientPool, resolve
+from promptloop.metrics.providers import provider_for
 
 TOKEN = "tok-3f9a"
 USER, PASSWORD = "reader", "pa55-w0rd"
