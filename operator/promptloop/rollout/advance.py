@@ -855,7 +855,7 @@ class _Draft:
         statuses about to be written, and put the transitions to announce into the outbox
         (``status.notifications``), which the intent write then carries."""
         obs = self.obs
-        status = status.model_copy(deep=True)
+        # ``status`` is this draft's own copy (or after_router's): changed in place.
         active = status.canary.proposal if status.canary is not None else None
         challenger_ready = next((c for c in status.conditions if c.type == "ChallengerReady"), None)
         for proposal in self.proposals:
