@@ -511,6 +511,9 @@ def _tick(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | None:
     canary = status.canary
     assert canary is not None and canary.weight is not None and canary.version
     stable_version = status.stable_version or rollout.spec.stable.version
+    if obs.counters is None and obs.counters_problem is None:
+        # Not read in this pass (see promptloop.observe): nothing is known either way.
+        return _hold(draft, proposal, "the evidence is read at the next tick")
     if obs.counters is None:
         problem = obs.counters_problem or "not read"
         status.conditions = set_condition(
