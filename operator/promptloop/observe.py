@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from promptloop.api import AgentRollout, CanaryStatus, PromptProposal
+from promptloop.api import AgentRollout, CanaryStatus, PromptProposal, RolloutPhase
 from promptloop.api.common import from_cluster
 from promptloop.constants import API_VERSION, PROPOSAL_KIND
 from promptloop.k8s.client import Kube, KubeError, NotFound
@@ -78,9 +78,16 @@ class Gatherer:
         namespace = rollout.metadata.namespace or "default"
         status = rollout.status
         canary = status.canary
-        wants_counters = bool(
-            canary is not None and canary.weight is not None and canary.version
-        ) and not (canary is not None and canary.rolled_back)
+        # The evidence is read while a canary holds a weight, except in the pass an approver
+        # waits for: an approval given at the ceiling steps to it and leaves the evidence to the
+        # next tick, so that pass need not wait for the evidence provider.
+        wants_counters = (
+            canary is not None
+            and canary.weight is not None
+            and bool(canary.version)
+            and not canary.rolled_back
+            and not (cause == "approval" and status.phase is RolloutPhase.AWAITING_APPROVAL)
+        )
         stable_name = status.stable_deployment or rollout.spec.stable.deployment_name
 
         # Reads that depend on another run as chains, all chains at once: the pass waits for

@@ -1103,3 +1103,21 @@ def test_readiness_says_why_in_the_routers_words() -> None:
     )
     assert _condition(step, "ChallengerReady").status.value == "True"
     assert proposal_phase(step) is P.CANARY
+
+
+def test_a_pass_without_the_evidence_holds_and_says_nothing_about_the_provider() -> None:
+    # The gatherer skips the evidence in an approval's pass (promptloop.observe); should that
+    # pass reach the evidence anyway, it holds without calling the provider unavailable.
+    step = advance(
+        observe(
+            CANARY_10,
+            proposal_in("Canary", approved=True),
+            registered=(STABLE, "2.1.0"),
+            cause="approval",
+            challenger_deployment=READY,
+        )
+    )
+    assert step.status is not None and step.status.canary is not None
+    assert step.status.canary.weight == 10
+    assert step.status.decision is not None and step.status.decision.verdict == "hold"
+    assert "MetricsAvailable" not in {c.type for c in step.status.conditions}

@@ -598,6 +598,9 @@ def _tick(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | None:
             else None
         ),
     )
+    if obs.counters is None and obs.counters_problem is None:
+        # Not read in this pass (see promptloop.observe): nothing is known either way.
+        return _hold(draft, proposal, "the evidence is read at the next tick")
     if obs.counters is None:
         problem = obs.counters_problem or "not read"
         status.conditions = set_condition(
