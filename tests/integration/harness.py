@@ -228,10 +228,12 @@ class OperatorProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.liveness_port = 0
+        self.metrics_port = 0
 
     def start(self) -> None:
         """Start, and wait until the liveness endpoint answers."""
         self.liveness_port = free_port()
+        self.metrics_port = free_port()
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -247,7 +249,7 @@ class OperatorProcess:
                 "--metrics-address",
                 "127.0.0.1",
                 "--metrics-port",
-                str(free_port()),
+                str(self.metrics_port),
                 "--fast-router-retries",
             ],
             stdout=log,

@@ -77,7 +77,7 @@ def test_reset_truncate_and_hang_are_transport_errors(proxy: FaultProxy) -> None
 
 
 def test_rewrite_and_header(proxy: FaultProxy) -> None:
-    proxy.inject(Fault("rewrite", transform=lambda body: {**body, "failed": 99}))
+    proxy.inject(Fault("rewrite", transform=lambda _path, body: {**body, "failed": 99}))
     assert httpx.get(proxy.url).json()["failed"] == 99
     proxy.inject(Fault("header", name="X-Token", value="rotated"))
     assert httpx.get(proxy.url, headers={"X-Token": "old"}).json()["token"] == "rotated"

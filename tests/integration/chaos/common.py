@@ -95,3 +95,136 @@ def wait_until(condition: Any, *, timeout: float, interval: float = 0.2) -> Any:
         if time.monotonic() >= deadline:
             return None
         time.sleep(interval)
+
+
+def captured_outputs(scenario: Any, *, rollout: str = "classifier") -> dict[str, str]:
+    """Everything a person or a tool can read about the namespace: the operator's logs, Events,
+    both kinds' objects (status included), each live operator's /metrics, and the CLI's views."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    namespace = scenario.namespace
+    kubectl = scenario.kube.kubectl
+    outputs = {
+        "operator log": "\n".join(op.log_text() for op in scenario.operators),
+        "events": kubectl("get", "events", "-n", namespace, "-o", "json").stdout,
+        "objects": kubectl(
+            "get", "agentrollouts,promptproposals", "-n", namespace, "-o", "json"
+        ).stdout,
+    }
+    for i, operator in enumerate(scenario.operators):
+        if operator.proc is not None and operator.proc.poll() is None and operator.metrics_port:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5
+                ) as response:
+                    outputs[f"metrics {i}"] = response.read().decode(errors="replace")
+            except OSError as error:
+                outputs[f"metrics {i}"] = f"unreachable: {error}"
+    cli = str(Path(sys.executable).parent / "promptloop")
+    for command in (["status", rollout, "--color", "never"], ["diff", rollout, "--color", "never"]):
+        proc = subprocess.run(
+            [cli, *command, "-n", namespace, "--kubeconfig", str(scenario.kube.kubeconfig)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        outputs[f"promptloop {command[0]}"] = proc.stdout + proc.stderr
+    return outputs
+
+
+def sweep_for_secrets(scenario: Any, secrets: list[str], *, during: str) -> None:
+    """Grep every captured output for every secret; a hit is an invariant violation."""
+    from tests.integration.chaos.ledger import LEDGER
+
+    row = LEDGER.row("secrets in any output")
+    for where, text in captured_outputs(scenario).items():
+        row.injected += 1
+        leaked = [s for s in secrets if s and s in text]
+        if leaked:
+            row.violations.append(f"{during}: a secret appears in {where}")
+        else:
+            row.recovered += 1
+
+
+@dataclass
+class StatusLog:
+    """Every status transition of the namespace's rollouts and proposals, from watches.
+
+    Each entry is (monotonic time, kind, name, spec.approved, status). A watch that breaks (an
+    API server killed under it) is re-opened; what it missed meanwhile is read by the re-list,
+    so the log holds every state the objects were observed in, which is what the invariants
+    are checked against.
+    """
+
+    kubeconfig: Path
+    namespace: str
+    entries: list[tuple[float, str, str, Any, dict[str, Any]]] = field(default_factory=list)
+    reconnects: int = 0
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(plural,), daemon=True)
+            for plural in ("agentrollouts", "promptproposals")
+        ]
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> StatusLog:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+
+    def _run(self, plural: str) -> None:
+        from kubernetes import watch
+
+        api = api_client(self.kubeconfig)
+        last: dict[str, tuple[Any, Any]] = {}
+        while not self._stop.is_set():
+            try:
+                listing = api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)
+                for item in listing["items"]:
+                    self._record(plural, item, last)
+                stream = watch.Watch().stream(
+                    api.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    plural,
+                    resource_version=listing["metadata"]["resourceVersion"],
+                    timeout_seconds=5,
+                )
+                for event in stream:
+                    if self._stop.is_set():
+                        break
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self._record(plural, event["object"], last)
+            except Exception:
+                with self._lock:
+                    self.reconnects += 1
+                self._stop.wait(0.5)
+
+    def _record(self, plural: str, obj: dict[str, Any], last: dict[str, tuple[Any, Any]]) -> None:
+        name = obj["metadata"]["name"]
+        status = obj.get("status") or {}
+        approved = (obj.get("spec") or {}).get("approved")
+        if last.get(name) == (approved, status):
+            return
+        last[name] = (approved, status)
+        with self._lock:
+            self.entries.append((time.monotonic(), plural, name, approved, status))
+
+    def of(self, plural: str, name: str | None = None) -> list[tuple[float, Any, dict[str, Any]]]:
+        """(time, spec.approved, status) of one kind (and name), in order."""
+        with self._lock:
+            return [
+                (t, a, s)
+                for t, p, n, a, s in self.entries
+                if p == plural and (name is None or n == name)
+            ]

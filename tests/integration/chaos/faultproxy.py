@@ -37,15 +37,15 @@ class Fault:
     without forwarding), ``reset`` (close the connection with a TCP RST), ``hang`` (read the
     request, never answer until the fault ends), ``truncate`` (forward, then cut the body short
     of its Content-Length and close), ``body`` (answer 200 with ``body``), ``rewrite`` (forward
-    and pass the upstream's JSON through ``transform``), ``header`` (forward with header
-    ``name`` replaced by ``value``: a rotated token).
+    and pass the request path and the upstream's JSON through ``transform``), ``header``
+    (forward with header ``name`` replaced by ``value``: a rotated token).
     """
 
     kind: str
     seconds: float = 0.0
     status: int = 200
     body: bytes = b""
-    transform: Callable[[Any], Any] | None = None
+    transform: Callable[[str, Any], Any] | None = None
     name: str = ""
     value: str = ""
 
@@ -70,6 +70,9 @@ class FaultProxy:
         self.fault: Fault | None = None
         self.requests = 0
         self.by_path: dict[str, int] = {}
+        # Every write (PUT/POST/PATCH/DELETE) that reached the proxy: (monotonic time, method,
+        # path, body, the status the client received) — the router-write log of the kill tests.
+        self.writes: list[tuple[float, str, str, bytes, int]] = []
         self._lock = threading.Lock()
         self._cleared = threading.Event()
         self._cleared.set()
@@ -172,7 +175,7 @@ class FaultProxy:
             return
         if kind == "rewrite" and fault is not None and fault.transform is not None:
             with contextlib.suppress(ValueError):
-                payload = json.dumps(fault.transform(json.loads(payload))).encode()
+                payload = json.dumps(fault.transform(handler.path, json.loads(payload))).encode()
         if kind == "truncate" and len(payload) > 1:
             handler.send_response(status)
             for name, value in headers:
@@ -186,6 +189,9 @@ class FaultProxy:
             with contextlib.suppress(OSError):
                 handler.connection.shutdown(socket.SHUT_RDWR)
             return
+        if handler.command != "GET":
+            with self._lock:
+                self.writes.append((time.monotonic(), handler.command, handler.path, body, status))
         self._reply(handler, status, headers, payload)
 
     @staticmethod
