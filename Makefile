@@ -20,11 +20,11 @@ help: ## Show this help
 	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml devenv/pyproject.toml
 	@echo ">> creating the Python environment in $(VENV)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[dev]'
+	@$(PY) -m pip install -q -e '.[dev]' -e ./devenv
 	@touch $@
 
 .PHONY: install
@@ -40,11 +40,11 @@ crds: $(STAMP) ## Regenerate crds/*.yaml from the pydantic models (and the chart
 
 .PHONY: helm
 helm: $(STAMP) ## Build helm from the Go module proxy once (cached in ~/.cache/promptloop/tools)
-	@$(PY) -m promptloop.devenv.helm >/dev/null
+	@$(PY) -m devenv.helm >/dev/null
 
 .PHONY: chart-lint
 chart-lint: helm ## helm lint --strict the chart (defaults, and every option on) and render it
-	@HELM=$$($(PY) -m promptloop.devenv.helm) && \
+	@HELM=$$($(PY) -m devenv.helm) && \
 	  $$HELM lint --strict charts/promptloop && \
 	  $$HELM lint --strict charts/promptloop --set 'watchNamespace=a\,b' --set improver.enabled=true \
 	    --set 'improver.targets[0].rollout=r' --set 'improver.targets[0].namespace=a' \
@@ -54,14 +54,14 @@ chart-lint: helm ## helm lint --strict the chart (defaults, and every option on)
 
 .PHONY: lint
 lint: $(STAMP) ## ruff and mypy --strict
-	@$(VENV)/bin/ruff check operator tests bench examples
-	@$(VENV)/bin/ruff format --check operator tests bench examples
+	@$(VENV)/bin/ruff check operator devenv tests bench examples
+	@$(VENV)/bin/ruff format --check operator devenv tests bench examples
 	@$(VENV)/bin/mypy
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format the code with ruff
-	@$(VENV)/bin/ruff check --fix operator tests bench examples
-	@$(VENV)/bin/ruff format operator tests bench examples
+	@$(VENV)/bin/ruff check --fix operator devenv tests bench examples
+	@$(VENV)/bin/ruff format operator devenv tests bench examples
 
 .PHONY: cluster-build
 cluster-build: $(STAMP) ## Build (once, cached by version) etcd, kube-apiserver, controller-manager, scheduler, kwok

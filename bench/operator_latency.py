@@ -30,6 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]
 
 from kubernetes import client, config  # noqa: E402
+
+from devenv import cluster  # noqa: E402
+from devenv.agentfield import start_agentfield, stop_agentfield  # noqa: E402
 from tests.conftest import KubeCluster  # noqa: E402
 from tests.integration.harness import (  # noqa: E402
     AgentSim,
@@ -37,9 +40,6 @@ from tests.integration.harness import (  # noqa: E402
     service_account_kubeconfig,
     wait_for,
 )
-
-from promptloop.devenv import cluster  # noqa: E402
-from promptloop.devenv.agentfield import start_agentfield, stop_agentfield  # noqa: E402
 
 GROUP, VERSION = "promptloop.dev", "v1alpha1"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from promptloop.devenv import cluster
+from devenv import cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBECTL = str(Path(sys.executable).parent / "kubectl")

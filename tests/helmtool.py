@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from promptloop.devenv import helm as helm_build
+from devenv import helm as helm_build
 
 __all__ = ["CHART", "ROOT", "Helm", "helm"]
 
@@ -67,7 +67,7 @@ class Helm:
 def helm(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Helm]:
-    """helm, built on first use into ~/.cache/promptloop/tools (see promptloop.devenv.helm)."""
+    """helm, built on first use into ~/.cache/promptloop/tools (see devenv.helm)."""
     path = helm_build.helm_path()
     if not path.exists():
         capture = request.config.pluginmanager.getplugin("capturemanager")

@@ -19,7 +19,9 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "promptloop.runner",  # operator
     "promptloop.improver.command",  # improve
     "promptloop.userops",  # approve, reject, status, diff
-    "promptloop.devenv.command",  # dev cluster|agentfield|llm|demo
+    # `dev` comes from the separate promptloop-devenv distribution (`make install`); the image
+    # does not carry it, so there the subcommand is simply absent.
+    "devenv.command",  # dev cluster|agentfield|llm|demo
 )
 
 # Which module serves which subcommand: a command imports only its own module (the improver's
@@ -31,7 +33,7 @@ MODULE_OF: dict[str, str] = {
     "reject": "promptloop.userops",
     "status": "promptloop.userops",
     "diff": "promptloop.userops",
-    "dev": "promptloop.devenv.command",
+    "dev": "devenv.command",
 }
 
 
@@ -49,7 +51,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         except ModuleNotFoundError as error:
             # A subcommand whose module is not written yet is simply absent; any other missing
             # module is a real error and must surface.
-            if error.name != module_name:
+            if error.name is None or not (module_name + ".").startswith(error.name + "."):
                 raise
             continue
         module.register(subparsers)

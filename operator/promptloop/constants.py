@@ -9,6 +9,7 @@ from typing import Final
 __all__ = [
     "AGENTFIELD_WEIGHT_SCALE",
     "API_VERSION",
+    "APPROVED_BY_ANNOTATION",
     "DEFAULT_PROMPT_ENV",
     "DOMAIN",
     "FINALIZER",
@@ -22,6 +23,8 @@ __all__ = [
     "PROMPT_CONFIGMAP_KEY",
     "PROPOSAL_KIND",
     "PROPOSAL_PLURAL",
+    "REJECT_ANNOTATION",
+    "REJECT_REASON_ANNOTATION",
     "ROLLOUT_KIND",
     "ROLLOUT_PLURAL",
     "VERSION",
@@ -42,6 +45,13 @@ FINALIZER: Final = f"{DOMAIN}/finalizer"
 LABEL_VERSION: Final = f"{DOMAIN}/version"
 LABEL_PROPOSAL: Final = f"{DOMAIN}/proposal"
 LABEL_ROLLOUT: Final = f"{DOMAIN}/rollout"
+# `promptloop reject` sets it to "true"; the operator rolls the proposal back at once.
+REJECT_ANNOTATION: Final = f"{DOMAIN}/rejected"
+# Why a person rejected the proposal; for people and audits, the operator does not read it.
+REJECT_REASON_ANNOTATION: Final = f"{DOMAIN}/rejected-reason"
+# Written at admission by the optional approval policy (manifests/approval-policy).
+APPROVED_BY_ANNOTATION: Final = f"{DOMAIN}/approved-by"
+
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "promptloop"
 

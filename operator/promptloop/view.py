@@ -38,7 +38,7 @@ from rich.text import Text
 from promptloop.api.agentrollout import AgentRollout, HistoryEntry, WindowCounts
 from promptloop.api.common import ConditionStatus
 from promptloop.api.promptproposal import PromptProposal, ProposalPhase
-from promptloop.constants import DOMAIN
+from promptloop.constants import REJECT_ANNOTATION, REJECT_REASON_ANNOTATION
 
 __all__ = [
     "REJECT_ANNOTATION",
@@ -57,11 +57,6 @@ __all__ = [
     "wilson_interval",
 ]
 
-# The operator's contract (``promptloop.reconciler.REJECT_ANNOTATION``, pinned equal by a unit
-# test): repeated here so that the CLI does not import the operator's I/O stack to read a string.
-REJECT_ANNOTATION: Final = f"{DOMAIN}/rejected"
-# Why a person rejected the proposal; for people and audits, the operator does not read it.
-REJECT_REASON_ANNOTATION: Final = f"{DOMAIN}/rejected-reason"
 
 # The 97.5th percentile of the standard normal: a two-sided 95 % interval.
 Z95: Final = 1.959963984540054

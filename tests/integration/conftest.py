@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from promptloop.devenv.agentfield import AgentFieldHandle, start_agentfield, stop_agentfield
+from devenv.agentfield import AgentFieldHandle, start_agentfield, stop_agentfield
 from tests.conftest import KUBECTL, KubeCluster
 from tests.integration.harness import (
     AgentSim,

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
-from promptloop.devenv.procs import free_port
+from devenv.procs import free_port
 
 T = TypeVar("T")
 

@@ -347,14 +347,14 @@ def test_sigkill_mid_canary_neither_double_steps_nor_forgets(scenario: Scenario)
 
 def test_agentfield_down_and_back_holds_then_resumes(scenario: Scenario, tmp_path: Path) -> None:
     """AgentField goes away mid-canary: hold (never roll back on missing data), then resume."""
-    from promptloop.devenv.agentfield import AgentFieldHandle
+    from devenv.agentfield import AgentFieldHandle
     from tests.integration.harness import free_port, wait_for
 
     port, token = free_port(), "outage-test-token"
 
     def start_standin() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "promptloop.devenv.agentfield_standin", "--port", str(port)],
+            [sys.executable, "-m", "devenv.agentfield_standin", "--port", str(port)],
             env=dict(os.environ, AGENTFIELD_CONNECTOR_TOKEN=token),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

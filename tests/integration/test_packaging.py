@@ -29,9 +29,9 @@ from typing import Any
 import pytest
 import yaml
 
-from promptloop.devenv import cluster
-from promptloop.devenv.agentfield import AgentFieldHandle
-from promptloop.devenv.llm_simulator import BASE_PROMPT, classify, run_in_thread
+from devenv import cluster
+from devenv.agentfield import AgentFieldHandle
+from devenv.llm_simulator import BASE_PROMPT, classify, run_in_thread
 from tests.conftest import KubeCluster
 from tests.helmtool import CHART, ROOT, Helm, helm
 from tests.integration.conftest import Scenario

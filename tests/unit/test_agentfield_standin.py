@@ -22,15 +22,15 @@ import httpx
 import pytest
 from aiohttp import web
 
-from promptloop.devenv import agentfield
-from promptloop.devenv.agentfield import (
+from devenv import agentfield
+from devenv.agentfield import (
     ENV_FILE,
     PID_FILE,
     read_handle,
     start_agentfield,
     stop_agentfield,
 )
-from promptloop.devenv.agentfield_standin import (
+from devenv.agentfield_standin import (
     Capability,
     RunningStandin,
     start_standin,

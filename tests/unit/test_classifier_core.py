@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from examples.classifier.classifier_core import (
     ClassifierConfig,
     ConfigError,
@@ -17,7 +18,6 @@ from examples.classifier.classifier_core import (
     outcome_key,
     parse_label,
 )
-
 from promptloop.metrics.agentfield_memory import memory_key
 
 __all__: list[str] = []

@@ -12,18 +12,18 @@ from typing import Any
 
 import pytest
 
-from promptloop.api.agentrollout import AgentRollout
-from promptloop.api.promptproposal import PromptProposal
-from promptloop.constants import API_VERSION as PROPOSAL_API
-from promptloop.devenv.demo import agent_rollout, stable_deployment, wilson
-from promptloop.devenv.kubelet import (
+from devenv.demo import agent_rollout, stable_deployment, wilson
+from devenv.kubelet import (
     PodSpecError,
     describe_process,
     expand_references,
     is_available,
     referenced_objects,
 )
-from promptloop.devenv.traffic import Route, choose, routes_from_listing
+from devenv.traffic import Route, choose, routes_from_listing
+from promptloop.api.agentrollout import AgentRollout
+from promptloop.api.promptproposal import PromptProposal
+from promptloop.constants import API_VERSION as PROPOSAL_API
 from promptloop.render.challenger import OwnerRef, render_challenger
 
 __all__: list[str] = []

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
+from devenv.llm_simulator import InProcessSimulator, classify, run_in_thread
 from promptloop.api.promptproposal import PromptProposal
 from promptloop.cli import main
-from promptloop.devenv.llm_simulator import InProcessSimulator, classify, run_in_thread
 from promptloop.improver import command
 
 BASE = "Classify the ticket as billing, bug, or other. One word."

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from promptloop.devenv.llm_simulator import InProcessSimulator, run_in_thread
+from devenv.llm_simulator import InProcessSimulator, run_in_thread
 from promptloop.improver import evaluate as ev
 from promptloop.improver import llm
 from promptloop.improver.failures import Case

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from devenv.llm_simulator import InProcessSimulator, run_in_thread
 from promptloop.constants import MAX_PROMPT_BYTES
-from promptloop.devenv.llm_simulator import InProcessSimulator, run_in_thread
 from promptloop.improver import llm
 from promptloop.improver.llm import (
     Budget,

@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
-from promptloop.devenv import llm as devllm
-from promptloop.devenv.llm_simulator import (
+from devenv import llm as devllm
+from devenv.llm_simulator import (
     RULES,
     InProcessSimulator,
     classify,

@@ -15,13 +15,13 @@ import httpx
 import pytest
 from aiohttp import web
 
+from devenv.agentfield_standin import RunningStandin, start_standin
 from promptloop.api import (
     AgentFieldMemoryMetrics,
     HttpMetrics,
     MetricsSpec,
     PrometheusMetrics,
 )
-from promptloop.devenv.agentfield_standin import RunningStandin, start_standin
 from promptloop.metrics.agentfield_memory import AgentFieldMemoryProvider, memory_key
 from promptloop.metrics.base import Counters, MetricsUnavailable, provider_for, render_version
 from promptloop.metrics.http import HttpProvider

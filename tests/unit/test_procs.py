@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 
-from promptloop.devenv.procs import alive, free_port, runs, stop_pid
+from devenv.procs import alive, free_port, runs, stop_pid
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)  # promptloop-procs-test"]
 

@@ -1,14 +1,12 @@
 """What approval, a tick's verdict, rollback, rejection, promotion and deletion do to both
 statuses: the pure functions of ``promptloop.rollout.plan``.
 
-The last test drives the functions the way the reconciler does (same guards, same order) through
-random sequences of events and checks that every phase change is in the tables and that the
-invariants users rely on hold throughout.
+Whole lives of rollouts, driven through the real pass (:func:`promptloop.rollout.advance.advance`)
+with its guards, are in ``test_rollout_advance.py``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,11 +31,9 @@ from promptloop.api import (
     RolloutPhase,
     WindowBaseline,
 )
-from promptloop.api.agentrollout import HISTORY_LIMIT
 from promptloop.api.common import ObjectMeta
-from promptloop.rollout.decision import Counts, Decision, Policy, Verdict, decide
+from promptloop.rollout.decision import Decision, Verdict
 from promptloop.rollout.phases import (
-    PROPOSAL_TERMINAL,
     PROPOSAL_TRANSITIONS,
     ROLLOUT_TRANSITIONS,
     iso,
@@ -895,251 +891,6 @@ def test_parse_time_reads_what_iso_writes() -> None:
     assert parse_time(iso(NOW)) == NOW
     assert parse_time(None) is None
     assert parse_time("") is None
-
-
-# --- the whole life of rollouts, driven as the reconciler drives it ---------------------------
-
-# Counts that make the real decision function say "better", "worse" and "inconclusive".
-EVIDENCE = {
-    "better": (Counts(4000, 1200), Counts(4000, 40)),
-    "worse": (Counts(4000, 40), Counts(4000, 1200)),
-    "unsure": (Counts(200, 20), Counts(200, 20)),
-}
-# Weighted towards progress, so that runs reach approval and promotion, not only rollbacks.
-EVENTS = ["better"] * 8 + ["wait"] * 8 + ["unsure", "worse", "approve", "approve", "reject"]
-EVENTS += ["delete", "new", "new", "blink"]
-
-
-@dataclass
-class World:
-    policy: CanaryPolicy
-    status: AgentRolloutStatus
-    now: datetime = NOW
-    proposal: PromptProposal | None = None
-    versions: int = 0
-    notices: list[Notice] = field(default_factory=list)
-    entered_awaiting: int = 0
-    last_weight_change: datetime | None = None
-
-    def active(self) -> bool:
-        canary = self.status.canary
-        return (
-            canary is not None
-            and self.proposal is not None
-            and canary.proposal == self.proposal.metadata.name
-            and self.proposal.status.phase not in PROPOSAL_TERMINAL
-            and not canary.rolled_back
-        )
-
-    def take(self, outcome: Outcome) -> None:
-        before_r = self.status.phase
-        assert self.proposal is not None
-        before_p = self.proposal.status.phase
-        check_transitions(before_r, before_p, outcome)
-        if outcome.rollout.phase is R.AWAITING_APPROVAL and before_r is not R.AWAITING_APPROVAL:
-            self.entered_awaiting += 1
-        old = self.status.canary.weight if self.status.canary else None
-        new = outcome.rollout.canary.weight if outcome.rollout.canary else None
-        if new is not None and old is not None and new < old:
-            assert outcome.rollout.phase is R.ROLLED_BACK  # only a rollback lowers the weight
-        if new != old:
-            self.last_weight_change = self.now
-        self.status = outcome.rollout
-        if outcome.proposal is not None:
-            self.proposal = self.proposal.model_copy(update={"status": outcome.proposal})
-        self.notices += outcome.notices
-        if outcome.scale_challenger_to_zero:
-            assert self.status.canary is None
-
-    def tick(self, evidence: str) -> None:
-        assert self.proposal is not None and self.status.canary is not None
-        canary = self.status.canary
-        if canary.weight is None:
-            self.take(
-                seed(rollout=self.status, proposal=self.proposal, policy=self.policy, now=self.now)
-            )
-            return
-        stable, challenger = EVIDENCE[evidence]
-        pol = self.policy
-        verdict = decide(
-            stable=stable,
-            canary=challenger,
-            policy=Policy(
-                min_samples=pol.min_samples,
-                max_step=pol.max_step,
-                floor=pol.floor,
-                ceiling=pol.ceiling,
-            ),
-            weight=canary.weight,
-            approved=canary.approved,
-        )
-        moves = verdict.verdict in (Verdict.STEP, Verdict.PROMOTE) and (
-            verdict.next_weight != canary.weight or verdict.verdict is Verdict.PROMOTE
-        )
-        if moves and not is_due(canary, pol, self.now):
-            return  # the reconciler holds without calling apply_verdict
-        if moves and self.last_weight_change is not None:
-            assert self.now - self.last_weight_change >= timedelta(seconds=10) - JITTER
-        self.take(
-            apply_verdict(
-                rollout=self.status,
-                proposal=self.proposal,
-                policy=pol,
-                decision=verdict,
-                namespace=NS,
-                now=self.now,
-            )
-        )
-
-    def event(self, name: str) -> None:
-        if name == "wait":
-            self.now += timedelta(seconds=10)
-        elif name == "blink":
-            self.now += timedelta(seconds=1)
-        elif name == "new":
-            canary = self.status.canary
-            if canary is not None and not canary.rolled_back:
-                return  # one challenger at a time; the next one is queued
-            self.versions += 1
-            version = f"3.{self.versions}.0"
-            nxt = proposal(P.PENDING, weight=None, name=f"c-{self.versions}", version=version)
-            self.status.canary = None  # a challenger held at the floor gives way
-            self.proposal = nxt
-            self.last_weight_change = None
-            self.take(
-                begin_canary(
-                    rollout=self.status,
-                    proposal=nxt,
-                    deployment=f"d-{version}",
-                    digest=DIGEST,
-                    now=self.now,
-                )
-            )
-        elif not self.active():
-            return
-        elif name == "approve":
-            assert self.proposal is not None
-            self.take(
-                approve(
-                    rollout=self.status,
-                    proposal=self.proposal,
-                    policy=self.policy,
-                    approved_by="alice",
-                    digest=DIGEST,
-                    now=self.now,
-                )
-            )
-        elif name == "reject":
-            assert self.proposal is not None
-            self.take(
-                reject(
-                    rollout=self.status,
-                    proposal=self.proposal,
-                    policy=self.policy,
-                    reason="rejected",
-                    now=self.now,
-                )
-            )
-        elif name == "delete":
-            before = self.status.phase
-            self.status = clear_canary(rollout=self.status, reason="deleted", now=self.now)
-            assert allowed(ROLLOUT_TRANSITIONS, before, self.status.phase)
-            self.proposal = None
-        else:
-            self.tick(name)
-
-    def check(self) -> None:
-        status = self.status
-        assert len(status.history) <= HISTORY_LIMIT
-        awaiting = condition(status, "AwaitingApproval")
-        assert (status.phase is R.AWAITING_APPROVAL) == (
-            awaiting is not None and awaiting.status is ConditionStatus.TRUE
-        )
-        notices = [n for n in self.notices if n.reason == "AwaitingApproval"]
-        assert len(notices) == 2 * self.entered_awaiting
-        canary = status.canary
-        if not self.active():
-            return
-        assert canary is not None and self.proposal is not None
-        pp = self.proposal.status
-        assert (status.phase is R.AWAITING_APPROVAL) == (pp.phase is P.AWAITING_APPROVAL)
-        if canary.weight is not None:
-            assert pp.weight == canary.weight
-            assert self.policy.floor <= canary.weight <= 100
-            if not canary.approved:
-                assert canary.weight < self.policy.ceiling  # the majority needs a person
-            if canary.weight >= self.policy.ceiling:
-                assert status.phase is R.PROMOTING
-
-
-@st.composite
-def policies(draw: st.DrawFn) -> CanaryPolicy:
-    floor = draw(st.integers(0, 10))
-    initial = draw(st.integers(max(floor, 1), 40))
-    return CanaryPolicy(
-        floor=floor,
-        initial_weight=initial,
-        ceiling=draw(st.integers(initial + 1, 100)),
-        max_step=draw(st.integers(1, 60)),
-        interval="10s",
-        min_samples=50,
-    )
-
-
-@settings(max_examples=150, deadline=None)
-@given(policies(), st.lists(st.sampled_from(EVENTS), max_size=80))
-def test_every_sequence_of_events_stays_inside_the_tables_and_the_gate(
-    pol: CanaryPolicy, events: list[str]
-) -> None:
-    world = World(
-        policy=pol,
-        status=AgentRolloutStatus(
-            phase=R.STABLE, stable_version="2.0.0", stable_deployment="classifier"
-        ),
-    )
-    for name in ["new", *events]:
-        world.event(name)
-        world.check()
-
-
-def test_a_whole_life_two_promotions_and_the_first_promoted_deployment_retires() -> None:
-    world = World(
-        policy=policy(initial_weight=10, max_step=20, ceiling=50, interval="10s"),
-        status=AgentRolloutStatus(
-            phase=R.STABLE, stable_version="2.0.0", stable_deployment="classifier"
-        ),
-    )
-    phases: list[tuple[R | None, P | None]] = []
-
-    def run(*events: str) -> None:
-        for name in events:
-            world.event(name)
-            world.check()
-            pp = world.proposal.status.phase if world.proposal else None
-            if not phases or phases[-1] != (world.status.phase, pp):
-                phases.append((world.status.phase, pp))
-
-    for _ in range(2):
-        run("new", "better")  # rendered, then ready: seeded at 10%
-        run("wait", "better", "wait", "better")  # 10 -> 30 -> 30 + 20 needs approval
-        run("wait", "better", "better", "approve")  # the command is posted once; approved: 50
-        run("better")  # not due: the approval step restarted the interval
-        run("wait", "better", "wait", "better", "wait", "better")  # 70, 90, 100
-        run("wait", "better")  # promoted
-    assert phases == 2 * [
-        (R.PROGRESSING, P.RENDERED),
-        (R.PROGRESSING, P.CANARY),
-        (R.AWAITING_APPROVAL, P.AWAITING_APPROVAL),
-        (R.PROMOTING, P.CANARY),
-        (R.STABLE, P.PROMOTED),
-    ]
-    assert world.entered_awaiting == 2
-    status = world.status
-    assert (status.stable_version, status.stable_deployment) == ("3.2.0", "d-3.2.0")
-    # The first promotion left the user's Deployment alone; the second retires the first.
-    assert [(r.version, r.deployment) for r in status.retiring] == [("3.1.0", "d-3.1.0")]
-    weights = [h.weight for h in status.history if h.event in ("seed", "step", "approved")]
-    assert weights == 2 * [10, 30, 50, 70, 90, 100]
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promptloop.devenv.agentfield_standin import RunningStandin, start_standin
+from devenv.agentfield_standin import RunningStandin, start_standin
 from promptloop.routers.agentfield import AgentFieldRouter, RetryPolicy, parse_go_time
 from promptloop.routers.base import (
     MIN_SHARE,

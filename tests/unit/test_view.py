@@ -432,12 +432,6 @@ def test_view_is_deterministic() -> None:
 # -- approve and reject ----------------------------------------------------------------------------
 
 
-def test_reject_annotation_is_the_operators() -> None:
-    from promptloop.reconciler import REJECT_ANNOTATION as OPERATORS
-
-    assert REJECT_ANNOTATION == OPERATORS
-
-
 def test_approval_is_refused_for_finished_foreign_or_rejected_proposals() -> None:
     target = rollout()
     assert approval_refusal(target, proposal()) is None

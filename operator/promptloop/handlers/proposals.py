@@ -7,9 +7,8 @@ from typing import Any
 
 import kopf
 
-from promptloop.constants import GROUP, PROPOSAL_PLURAL, VERSION
+from promptloop.constants import GROUP, PROPOSAL_PLURAL, REJECT_ANNOTATION, VERSION
 from promptloop.k8s.client import NotFound
-from promptloop.reconciler import REJECT_ANNOTATION
 
 __all__ = ["approval_changed", "proposal_changed", "proposal_deleted", "rejection_changed"]
 

@@ -124,9 +124,11 @@ __all__ = [
     "Policy",
     "Verdict",
     "assess",
+    "below_ceiling",
     "confidence_sequence",
     "critical_value",
     "decide",
+    "needs_approval",
 ]
 
 #: The effective sample size ``n_c n_s / (n_c + n_s)`` at which the boundary is tightest.
@@ -501,6 +503,21 @@ def _interval(cs: ConfidenceSequence, alpha: float) -> str:
     )
 
 
+def needs_approval(weight: int, *, ceiling: int, approved: bool) -> bool:
+    """The human gate, written once: without approval, no weight at or above the ceiling.
+
+    :func:`decide` asks it of the next step, :func:`promptloop.rollout.plan.apply_verdict` of
+    the verdict it is handed and of the current weight (the ceiling may have been lowered
+    mid-canary), and :func:`promptloop.rollout.plan.seed` of the initial weight.
+    """
+    return not approved and weight >= ceiling
+
+
+def below_ceiling(ceiling: int) -> int:
+    """The weight an unapproved challenger is held at when it may not keep the one it has."""
+    return max(ceiling - 1, 1)
+
+
 def decide(
     *,
     stable: Counts | None,
@@ -616,7 +633,11 @@ def decide(
         f" entirely below the margin {margin}"
     )
     candidate = min(weight + policy.max_step, 100)
-    if candidate >= policy.ceiling and weight < policy.ceiling and not approved:
+    # Reaching the ceiling from below is the gate; a weight already past it was approved
+    # (plan.apply_verdict re-checks, for a ceiling lowered mid-canary).
+    if weight < policy.ceiling and needs_approval(
+        candidate, ceiling=policy.ceiling, approved=approved
+    ):
         return Decision(
             Verdict.AWAIT_APPROVAL,
             f"{because}; the next step ({candidate}%) reaches the {policy.ceiling}% ceiling,"

@@ -123,7 +123,8 @@ def set_condition(
     now: datetime,
     generation: int | None = None,
 ) -> list[Condition]:
-    """Conditions with one entry set; its transition time moves only when its status changes."""
+    """Conditions with one entry set (in its place, or appended); its transition time moves only
+    when its status changes."""
     value = {
         True: ConditionStatus.TRUE,
         False: ConditionStatus.FALSE,
@@ -143,7 +144,11 @@ def set_condition(
         last_transition_time=changed_at,
         observed_generation=generation,
     )
-    return [c for c in conditions if c.type != type_] + [updated]
+    if previous is None:
+        return [*conditions, updated]
+    # In place: an unchanged condition set again leaves the list equal, so a pass that changes
+    # nothing writes nothing.
+    return [updated if c.type == type_ else c for c in conditions]
 
 
 def append_history(history: list[HistoryEntry], entry: HistoryEntry) -> list[HistoryEntry]:

@@ -25,7 +25,7 @@ from promptloop.api import (
     RolloutPhase,
 )
 from promptloop.api.common import parse_duration
-from promptloop.rollout.decision import Decision, Verdict
+from promptloop.rollout.decision import Decision, Verdict, below_ceiling, needs_approval
 from promptloop.rollout.phases import (
     append_history,
     iso,
@@ -147,9 +147,9 @@ def seed(
     status = rollout.model_copy(deep=True)
     assert status.canary is not None
     weight = policy.initial_weight
-    if not status.canary.approved and weight >= policy.ceiling:
+    if needs_approval(weight, ceiling=policy.ceiling, approved=status.canary.approved):
         # An initial weight at the ceiling would skip the human gate.
-        weight = max(policy.ceiling - 1, 1)
+        weight = below_ceiling(policy.ceiling)
     status.canary.weight = weight
     status.canary.last_step_at = iso_precise(now)
     status.message = f"{proposal.spec.version} is ready; seeded at {weight}% of traffic"
@@ -209,21 +209,22 @@ def apply_verdict(
     status = rollout.model_copy(deep=True)
     canary = status.canary
     assert canary is not None and canary.weight is not None
-    if (
-        decision.verdict in (Verdict.STEP, Verdict.PROMOTE)
-        and not canary.approved
-        and decision.next_weight >= policy.ceiling
+    ceiling, approved = policy.ceiling, canary.approved
+    if decision.verdict in (Verdict.STEP, Verdict.PROMOTE) and needs_approval(
+        decision.next_weight, ceiling=ceiling, approved=approved
     ):
-        # The majority step needs a person whatever the evidence, also when the ceiling was
-        # lowered mid-canary or the canary was seeded at it.
+        # The majority step needs a person whatever the evidence (a verdict made elsewhere).
         decision = replace(
             decision,
             verdict=Verdict.AWAIT_APPROVAL,
             next_weight=canary.weight,
             reason=f"{decision.reason} The next step reaches the ceiling: approval needed.",
         )
-        if canary.weight >= policy.ceiling:
-            canary.weight = max(policy.ceiling - 1, 1)
+    if decision.verdict is Verdict.AWAIT_APPROVAL and needs_approval(
+        canary.weight, ceiling=ceiling, approved=approved
+    ):
+        # The ceiling was lowered mid-canary, or the canary was seeded at it.
+        canary.weight = below_ceiling(policy.ceiling)
     status.decision = DecisionStatus(
         verdict=decision.verdict.value,
         reason=decision.reason,

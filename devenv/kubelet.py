@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from promptloop.devenv.procs import free_port
+from devenv.procs import free_port
 
 __all__ = [
     "AgentProcess",

@@ -952,7 +952,7 @@ def run_in_thread(host: str = "127.0.0.1") -> Iterator[InProcessSimulator]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m promptloop.devenv.llm_simulator``: serve in the foreground."""
+    """``python -m devenv.llm_simulator``: serve in the foreground."""
     parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")

@@ -9,7 +9,7 @@ The ldflags mirror helm's Makefile: the version string, and the Kubernetes versi
 when it renders without a cluster (``helm template``/``lint``). Without them a go-installed helm
 assumes Kubernetes v1.20 and refuses any chart whose ``kubeVersion`` asks for more.
 
-Usage: ``python -m promptloop.devenv.helm`` builds (or finds) it and prints its path.
+Usage: ``python -m devenv.helm`` builds (or finds) it and prints its path.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from promptloop.devenv.gobuild import go_env, run_go
+from devenv.gobuild import go_env, run_go
 
 __all__ = ["HELM_VERSION", "HelmBuildError", "build", "helm_path", "main"]
 
@@ -40,7 +40,7 @@ class HelmBuildError(RuntimeError):
 
 
 def _tools_dir() -> Path:
-    # Same root as promptloop.devenv.cluster.cache_dir(): one cache to clear, outside the tree.
+    # Same root as devenv.cluster.cache_dir(): one cache to clear, outside the tree.
     base = os.environ.get("PROMPTLOOP_CACHE") or os.environ.get("XDG_CACHE_HOME")
     root = Path(base) / "promptloop" if base else Path.home() / ".cache" / "promptloop"
     return root / "tools"
@@ -145,7 +145,7 @@ def build(version: str = HELM_VERSION, *, force: bool = False) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Build (or find) helm and print its path on stdout."""
-    parser = argparse.ArgumentParser(prog="python -m promptloop.devenv.helm", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devenv.helm", description=__doc__)
     parser.add_argument("--version", default=HELM_VERSION, help=f"default {HELM_VERSION}")
     parser.add_argument("--force", action="store_true", help="rebuild despite the cache")
     args = parser.parse_args(argv)

@@ -90,7 +90,7 @@ STANDIN_REASON = (
     "documented routes with the same JSON shapes and quirks"
 )
 
-log = logging.getLogger("promptloop.devenv.agentfield_standin")
+log = logging.getLogger("devenv.agentfield_standin")
 
 # BoltDB has buckets for exactly these scopes; any other scope is a storage error
 # (storage/local.go:943, SetMemory :3976-3980).
@@ -1847,7 +1847,7 @@ def main(argv: list[str] | None = None) -> int:
         The exit code.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m promptloop.devenv.agentfield_standin",
+        prog="python -m devenv.agentfield_standin",
         description=f"AgentField control-plane STAND-IN ({STANDIN_REASON}).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface (default loopback only)")

@@ -13,10 +13,10 @@ what it does at every step:
    under that ServiceAccount's token and watching only the demo namespace;
 4. in the namespace ``promptloop-demo`` (re-created on every run): the connector-token Secret,
    the model-key Secret, the classifier Deployment at ``2.0.0`` and its AgentRollout;
-5. the **process kubelet** (:mod:`promptloop.devenv.kubelet`): there is no container runtime,
+5. the **process kubelet** (:mod:`devenv.kubelet`): there is no container runtime,
    so the demo runs, as local processes, the agents the Deployments describe, and prints the
    environment and the prompt it gives each one;
-6. **traffic** (:mod:`promptloop.devenv.traffic`): labelled tickets from
+6. **traffic** (:mod:`devenv.traffic`): labelled tickets from
    ``examples/tickets/tickets.jsonl``, split by the weights read back from AgentField's
    connector (its execute route ignores weights; the driver says so);
 7. **the loop**: the agents record their misses in AgentField memory; once enough distinct misses
@@ -63,6 +63,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
+from devenv import cluster
+from devenv.kubelet import ProcessKubelet
+from devenv.procs import free_port, runs, stop_pid
+from devenv.traffic import TrafficDriver, VersionTally, load_tickets
 from promptloop.constants import (
     GROUP,
     LABEL_ROLLOUT,
@@ -70,10 +74,6 @@ from promptloop.constants import (
     ROLLOUT_PLURAL,
     VERSION,
 )
-from promptloop.devenv import cluster
-from promptloop.devenv.kubelet import ProcessKubelet
-from promptloop.devenv.procs import free_port, runs, stop_pid
-from promptloop.devenv.traffic import TrafficDriver, VersionTally, load_tickets
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -729,12 +729,12 @@ class Demo:
         self.say(f"control plane at {state.server}; kubeconfig {_relative(self.kubeconfig)}")
 
     def _agentfield(self) -> None:
-        from promptloop.devenv.agentfield import start_agentfield
-        from promptloop.devenv.agentfield_standin import STANDIN_REASON
+        from devenv.agentfield import start_agentfield
+        from devenv.agentfield_standin import STANDIN_REASON
 
         self.say(
             "starting the AgentField STAND-IN, not the real control plane: "
-            f"{STANDIN_REASON} (promptloop/devenv/agentfield_standin.py)"
+            f"{STANDIN_REASON} (devenv/agentfield_standin.py)"
         )
         self.agentfield = start_agentfield(self.state_dir / "agentfield")
         self.record["agentfield_dir"] = str(self.state_dir / "agentfield")
@@ -754,11 +754,11 @@ class Demo:
                 f"at {base_url} (this costs money; the summary estimates how much)"
             )
             return
-        from promptloop.devenv.llm import start_llm_simulator
+        from devenv.llm import start_llm_simulator
 
         self.say(
             "OPENAI_API_KEY is not set: starting the deterministic model SIMULATOR "
-            "(keyword rules, not a language model; promptloop/devenv/llm_simulator.py)"
+            "(keyword rules, not a language model; devenv/llm_simulator.py)"
         )
         self.simulator = start_llm_simulator(self.state_dir / "llm")
         self.record["llm_dir"] = str(self.state_dir / "llm")
@@ -1392,13 +1392,13 @@ class Demo:
                 self.operator.kill()
                 self.operator.wait(timeout=5)
         if self.agentfield is not None:
-            from promptloop.devenv.agentfield import stop_agentfield
+            from devenv.agentfield import stop_agentfield
 
             say(f"stopping the AgentField stand-in (pid {self.agentfield.pid})")
             with contextlib.suppress(Exception):
                 stop_agentfield(self.agentfield)
         if self.simulator is not None:
-            from promptloop.devenv.llm import stop_llm_simulator
+            from devenv.llm import stop_llm_simulator
 
             say(f"stopping the model simulator (pid {self.simulator.pid})")
             stop_llm_simulator(self.simulator)
@@ -1622,7 +1622,7 @@ def demo_down(
     operator_pid = int(record.get("operator") or 0)
     if operator_pid and stop_pid(operator_pid, marker=b"operator"):
         report(f"stopped the operator (pid {operator_pid})")
-    from promptloop.devenv import agentfield, llm
+    from devenv import agentfield, llm
 
     if record.get("agentfield_dir"):
         handle = agentfield.read_handle(Path(record["agentfield_dir"]))

@@ -2,7 +2,7 @@
 
 The real control plane cannot be built here (the Go module proxy answers 403 for
 ``github.com/Agent-Field/agentfield/control-plane``), so this starts
-:mod:`promptloop.devenv.agentfield_standin` instead and says so every time. ``up`` starts it in
+:mod:`devenv.agentfield_standin` instead and says so every time. ``up`` starts it in
 the background on a free loopback port with a random connector token, waits for ``/health``,
 and writes ``.cluster/agentfield.env`` (``AGENTFIELD_URL``, ``AGENTFIELD_CONNECTOR_TOKEN``,
 ``AGENTFIELD_STANDIN=1``) and ``.cluster/agentfield.pid``; it reuses a healthy one already
@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from promptloop.devenv.agentfield_standin import STANDIN_NAME, STANDIN_REASON
-from promptloop.devenv.procs import alive
+from devenv.agentfield_standin import STANDIN_NAME, STANDIN_REASON
+from devenv.procs import alive
 
 __all__ = [
     "ENV_FILE",
@@ -55,7 +55,7 @@ ENV_FILE = "agentfield.env"
 PID_FILE = "agentfield.pid"
 LOG_FILE = "agentfield.log"
 _READY_FILE = "agentfield.ready.json"
-_MODULE = "promptloop.devenv.agentfield_standin"
+_MODULE = "devenv.agentfield_standin"
 
 # Popen objects of stand-ins this process started, so that stopping one also reaps it.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -429,7 +429,7 @@ def _cmd_down(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from promptloop.devenv import agentfield_standin
+    from devenv import agentfield_standin
 
     _say(f"this is a STAND-IN ({STANDIN_NAME}), not the real AgentField control plane: ")
     _say(f"  {STANDIN_REASON}.")

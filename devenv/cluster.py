@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from promptloop.devenv.gobuild import go_env, run_go
-from promptloop.devenv.procs import alive, free_port, stop_pid
+from devenv.gobuild import go_env, run_go
+from devenv.procs import alive, free_port, stop_pid
 
 __all__ = [
     "K8S_VERSION",

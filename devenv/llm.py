@@ -1,6 +1,6 @@
 """``promptloop dev llm up|down|serve``: the deterministic model simulator as a local service.
 
-``up`` starts :mod:`promptloop.devenv.llm_simulator` in the background on a free loopback port,
+``up`` starts :mod:`devenv.llm_simulator` in the background on a free loopback port,
 waits (with a deadline) until ``/health`` answers, and writes two files into the state directory
 (``.cluster`` by default, ``$PROMPTLOOP_STATE_DIR`` or ``--state-dir``):
 
@@ -10,7 +10,7 @@ waits (with a deadline) until ``/health`` answers, and writes two files into the
 
 ``serve`` runs the simulator in the foreground. Test fixtures use :func:`start_llm_simulator` /
 :func:`stop_llm_simulator` for a separate process, or
-:func:`promptloop.devenv.llm_simulator.run_in_thread` to run it inside the test process.
+:func:`devenv.llm_simulator.run_in_thread` to run it inside the test process.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from promptloop.devenv import llm_simulator
-from promptloop.devenv.procs import alive
+from devenv import llm_simulator
+from devenv.procs import alive
 
 __all__ = [
     "ENV_FILE",
@@ -104,7 +104,7 @@ def _is_simulator(pid: int) -> bool:
     # Guards against a recycled pid: only a process running the simulator module is ours.
     cmdline = Path(f"/proc/{pid}/cmdline")
     try:
-        return b"promptloop.devenv.llm_simulator" in cmdline.read_bytes()
+        return b"devenv.llm_simulator" in cmdline.read_bytes()
     except OSError:
         return alive(pid)
 
@@ -136,7 +136,7 @@ def start_llm_simulator(
     deadline_s
         How long to wait for ``/health``.
     mode
-        Initial mode (see :mod:`promptloop.devenv.llm_simulator`).
+        Initial mode (see :mod:`devenv.llm_simulator`).
 
     Returns
     -------
@@ -158,7 +158,7 @@ def start_llm_simulator(
     command = [
         sys.executable,
         "-m",
-        "promptloop.devenv.llm_simulator",
+        "devenv.llm_simulator",
         "--host",
         "127.0.0.1",
         "--port",

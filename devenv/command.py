@@ -9,10 +9,10 @@ from typing import Any
 __all__ = ["DEV_MODULES", "register"]
 
 DEV_MODULES: tuple[str, ...] = (
-    "promptloop.devenv.cluster",  # dev cluster build|up|down|status
-    "promptloop.devenv.agentfield",  # dev agentfield up|down|serve
-    "promptloop.devenv.llm",  # dev llm up|down|serve
-    "promptloop.devenv.demo",  # dev demo, dev demo-down
+    "devenv.cluster",  # dev cluster build|up|down|status
+    "devenv.agentfield",  # dev agentfield up|down|serve
+    "devenv.llm",  # dev llm up|down|serve
+    "devenv.demo",  # dev demo, dev demo-down
 )
 
 

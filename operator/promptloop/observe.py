@@ -1,0 +1,313 @@
+"""Gathering: every read one pass needs, done up front and frozen into an ``Observations``.
+
+This is the only place a pass reads the world (Kubernetes through ``k8s/``, the router, the
+evidence provider); :func:`promptloop.rollout.advance.advance` then decides from the snapshot
+alone. Independent reads run concurrently, in two rounds (the second needs the token and the
+Deployments of the first), because a pass's length is what an approval may wait for.
+
+Reads that may turn out unneeded are still cheap and read-only: the challenger's Deployment and
+the counters are read whenever status names a canary (with a weight, for the counters); every
+proposal that may start is rendered (pure CPU). A watch cache can replace any of the reads by
+subclassing :class:`Gatherer` and overriding the corresponding method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from promptloop.api import AgentRollout, CanaryStatus, PromptProposal
+from promptloop.constants import API_VERSION, PROPOSAL_KIND
+from promptloop.k8s.client import Kube, KubeError, NotFound
+from promptloop.metrics.base import MetricsUnavailable
+from promptloop.metrics.base import provider_for as evidence_provider_for
+from promptloop.render.challenger import (
+    OwnerRef,
+    RenderError,
+    render_challenger,
+    stable_prompt_source,
+)
+from promptloop.rollout.observations import Counters, Observations, Rendering, RouterVersion
+from promptloop.rollout.phases import PROPOSAL_TERMINAL
+from promptloop.routers.agentfield import AgentFieldRouter, RetryPolicy
+from promptloop.routers.base import RouterError, RouterForbidden, TrafficRouter
+
+__all__ = ["Gathered", "Gatherer"]
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """The snapshot, plus the clients the effects need (kept out of the snapshot: secrets)."""
+
+    observations: Observations
+    router: TrafficRouter | None
+    token: str | None
+
+
+class Gatherer:
+    """Reads what one pass of a rollout needs."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        http: httpx.AsyncClient,
+        *,
+        clock: Callable[[], datetime],
+        router_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0),
+    ) -> None:
+        self.kube = kube
+        self.http = http
+        self.clock = clock
+        self.router_retry_delays = router_retry_delays
+
+    async def gather(self, raw: dict[str, Any], *, cause: str) -> Gathered:
+        """Everything :func:`~promptloop.rollout.advance.advance` decides from."""
+        rollout = AgentRollout.model_validate(raw)
+        now = self.clock()
+        namespace = rollout.metadata.namespace or "default"
+        status = rollout.status
+        canary = status.canary
+        wants_counters = bool(
+            canary is not None and canary.weight is not None and canary.version
+        ) and not (canary is not None and canary.rolled_back)
+        stable_name = status.stable_deployment or rollout.spec.stable.deployment_name
+        (
+            proposals,
+            (token, token_problem),
+            (stable, stable_problem),
+            challenger,
+            api_key,
+        ) = await asyncio.gather(
+            self.proposals(rollout),
+            self.token(rollout),
+            self.stable_deployment(namespace, stable_name),
+            self.challenger_deployment(namespace, canary),
+            self.evidence_api_key(rollout) if wants_counters else _nothing(),
+        )
+        router = self.router(rollout, token) if token is not None else None
+        usable = token is not None and stable is not None
+        (
+            (stable_prompt, prompt_problem),
+            (versions, router_problem, forbidden),
+            (counters, counters_problem),
+        ) = await asyncio.gather(
+            self.stable_prompt(rollout, stable) if usable and stable else _pair(),
+            self.versions(rollout, router) if router is not None else _triple(),
+            self.counters(rollout, api_key) if wants_counters else _pair(),
+        )
+        renderings = (
+            self.renderings(rollout, proposals, stable) if usable and stable is not None else {}
+        )
+        observations = Observations(
+            rollout=rollout,
+            now=now,
+            proposals=tuple(proposals),
+            cause=cause,
+            token_problem=token_problem,
+            stable_deployment=stable,
+            stable_problem=stable_problem,
+            stable_prompt=stable_prompt,
+            stable_prompt_problem=prompt_problem,
+            challenger_deployment=challenger,
+            versions=versions,
+            router_problem=router_problem,
+            router_forbidden=forbidden,
+            counters=counters,
+            counters_problem=counters_problem,
+            renderings=renderings,
+        )
+        return Gathered(observations, router, token)
+
+    # ------------------------------------------------------------------------------------------
+    # The reads; each may be replaced (a watch cache, a fake in tests)
+
+    async def proposals(self, rollout: AgentRollout) -> list[PromptProposal]:
+        """This rollout's proposals, oldest first."""
+        namespace = rollout.metadata.namespace or "default"
+        raw = await self.kube.list_proposals(namespace, rollout.metadata.name)
+        return sorted(
+            (
+                PromptProposal.model_validate(p)
+                for p in raw
+                if p.get("spec", {}).get("rolloutRef", {}).get("name") == rollout.metadata.name
+            ),
+            key=lambda p: (p.metadata.creation_timestamp or "", p.metadata.name),
+        )
+
+    async def token(self, rollout: AgentRollout) -> tuple[str | None, str | None]:
+        """The connector token, or None and why not."""
+        agentfield = rollout.spec.router.agentfield
+        assert agentfield is not None  # exactly one router, checked at admission
+        ref = agentfield.token_secret_ref
+        namespace = rollout.metadata.namespace or "default"
+        try:
+            token = await self.kube.get_secret_value(namespace, ref.name, ref.key)
+        except KubeError as error:
+            return None, f"cannot read the connector token: {error}"
+        if token is None:
+            return None, (
+                "cannot read the connector token: "
+                f"Secret {ref.name} has no key {ref.key} (or does not exist)"
+            )
+        return token, None
+
+    async def stable_deployment(
+        self, namespace: str, name: str
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The stable Deployment, or None and why not."""
+        try:
+            return await self.kube.get_deployment(namespace, name), None
+        except NotFound:
+            return None, f"stable Deployment {name} not found in namespace {namespace}"
+        except KubeError as error:
+            return None, f"cannot read the stable Deployment {name}: {error}"
+
+    async def challenger_deployment(
+        self, namespace: str, canary: CanaryStatus | None
+    ) -> dict[str, Any] | None:
+        """The Deployment status names as the canary's (None: none, or not found)."""
+        if canary is None or not canary.deployment:
+            return None
+        try:
+            return await self.kube.get_deployment(namespace, canary.deployment)
+        except NotFound:
+            return None
+
+    async def stable_prompt(
+        self, rollout: AgentRollout, deployment: dict[str, Any]
+    ) -> tuple[str | None, str | None]:
+        """The stable prompt when it can be read, and why the Deployment is unusable if not."""
+        try:
+            source = stable_prompt_source(stable_deployment=deployment, prompt=rollout.spec.prompt)
+        except RenderError as error:
+            return None, str(error)
+        if source.literal is not None:
+            return source.literal, None
+        if source.config_map is not None and source.key is not None:
+            namespace = rollout.metadata.namespace or "default"
+            value = await self.kube.get_config_map_value(namespace, source.config_map, source.key)
+            return value, None
+        return None, None
+
+    def router(self, rollout: AgentRollout, token: str) -> TrafficRouter:
+        """The rollout's traffic router, authenticated."""
+        agentfield = rollout.spec.router.agentfield
+        assert agentfield is not None
+        delays = self.router_retry_delays
+        return AgentFieldRouter(
+            agentfield.url,
+            token,
+            client=self.http,
+            retry=RetryPolicy(attempts=len(delays) + 1, backoff=delays),
+        )
+
+    async def versions(
+        self, rollout: AgentRollout, router: TrafficRouter
+    ) -> tuple[tuple[RouterVersion, ...] | None, str | None, bool]:
+        """The router's versions of the agent, or None, why not, and whether it was a 403."""
+        try:
+            listed = await router.list_versions(rollout.spec.agent.node_id)
+        except RouterForbidden as error:
+            return None, str(error), True
+        except RouterError as error:
+            return None, str(error), False
+        return (
+            tuple(RouterVersion(v.version, v.weight, v.last_heartbeat) for v in listed),
+            None,
+            False,
+        )
+
+    async def evidence_api_key(self, rollout: AgentRollout) -> str | None:
+        """AgentField's API key for the memory provider, when the rollout names one."""
+        memory = rollout.spec.metrics.agentfield_memory
+        if memory is None or memory.api_key_secret_ref is None:
+            return None
+        ref = memory.api_key_secret_ref
+        try:
+            return await self.kube.get_secret_value(
+                rollout.metadata.namespace or "default", ref.name, ref.key
+            )
+        except KubeError:
+            # The provider then answers 401/403 as MetricsUnavailable: the rollout holds.
+            return None
+
+    async def counters(
+        self, rollout: AgentRollout, api_key: str | None
+    ) -> tuple[Counters | None, str | None]:
+        """Both versions' cumulative counters, or None and why not."""
+        canary = rollout.status.canary
+        assert canary is not None and canary.version
+        stable_version = rollout.status.stable_version or rollout.spec.stable.version
+        provider = evidence_provider_for(
+            rollout.spec.metrics,
+            node_id=rollout.spec.agent.node_id,
+            router_url=rollout.spec.router.agentfield.url if rollout.spec.router.agentfield else "",
+            client=self.http,
+            api_key=api_key,
+        )
+        try:
+            stable, challenger = await asyncio.gather(
+                provider.read(stable_version), provider.read(canary.version)
+            )
+        except MetricsUnavailable as error:
+            return None, str(error)
+        return Counters(stable.total, stable.failed, challenger.total, challenger.failed), None
+
+    def renderings(
+        self,
+        rollout: AgentRollout,
+        proposals: list[PromptProposal],
+        stable_deployment: dict[str, Any],
+    ) -> dict[str, Rendering]:
+        """The challenger of every proposal that may start in this pass (pure, in-process)."""
+        canary = rollout.status.canary
+        current = canary.proposal if canary is not None else None
+        renderings: dict[str, Rendering] = {}
+        for proposal in proposals:
+            name = proposal.metadata.name
+            if (
+                name == current
+                or proposal.metadata.deletion_timestamp
+                or proposal.status.phase in PROPOSAL_TERMINAL
+            ):
+                continue
+            try:
+                rendered = render_challenger(
+                    rollout=rollout,
+                    proposal=proposal,
+                    stable_deployment=stable_deployment,
+                    owner=OwnerRef(
+                        api_version=API_VERSION,
+                        kind=PROPOSAL_KIND,
+                        name=name,
+                        uid=proposal.metadata.uid or "",
+                    ),
+                    stable_version=rollout.status.stable_version,
+                )
+            except RenderError as error:
+                renderings[name] = Rendering(error=str(error))
+                continue
+            renderings[name] = Rendering(
+                deployment=rendered.names.deployment,
+                config_map=rendered.names.config_map,
+                digest=rendered.digest,
+                manifests=(rendered.config_map, rendered.deployment),
+            )
+        return renderings
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _pair() -> tuple[None, None]:
+    return None, None
+
+
+async def _triple() -> tuple[None, None, bool]:
+    return None, None, False
