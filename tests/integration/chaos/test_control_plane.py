@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from promptloop.devenv.cluster import ClusterError, ClusterState, is_healthy
+from devenv.cluster import ClusterError, ClusterState, is_healthy
 from tests.integration.chaos.common import StatusLog, sweep_for_secrets, wait_until
 from tests.integration.chaos.faultproxy import FaultProxy
 from tests.integration.chaos.ledger import BUDGET, LEDGER, rng
