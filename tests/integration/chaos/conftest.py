@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +21,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     terminalreporter.section(f"chaos (budget {BUDGET.name}, seed {SEED})")
     terminalreporter.write_line(LEDGER.table())
-    if os.environ.get("PROMPTLOOP_CHAOS") == "full":
-        LEDGER.write(RESULTS, duration_seconds=time.monotonic() - _STARTED)
-        terminalreporter.write_line(f"written to {RESULTS}")
+    # PROMPTLOOP_CHAOS_RESULTS writes a run anywhere (a CI subset, say); make chaos writes the
+    # recorded full run.
+    target = os.environ.get("PROMPTLOOP_CHAOS_RESULTS") or (
+        str(RESULTS) if os.environ.get("PROMPTLOOP_CHAOS") == "full" else ""
+    )
+    if target:
+        LEDGER.write(Path(target), duration_seconds=time.monotonic() - _STARTED)
+        terminalreporter.write_line(f"written to {target}")
 
 
 @pytest.fixture

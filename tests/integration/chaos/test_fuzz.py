@@ -273,7 +273,8 @@ def test_fuzzed_prompts_reach_the_config_map_byte_for_byte(scenario: Scenario) -
             timeout=60,
         )
         if status is None or status.get("phase") == "Invalid":
-            row.violations.append(f"{name}: not rendered: {status}")
+            found = scenario.proposal(name).get("status")
+            row.violations.append(f"{name}: not rendered: {found}")
         else:
             config_map = scenario.get("configmap", status["configMapName"])
             stored = config_map["data"]["system-prompt"]
