@@ -34,6 +34,7 @@ from promptloop.render.challenger import (
 )
 from promptloop.rollout.observations import Counters, Observations, Rendering, RouterVersion
 from promptloop.rollout.phases import PROPOSAL_TERMINAL
+from promptloop.rollout.queue import queue_key
 from promptloop.routers.agentfield import AgentFieldRouter, RetryPolicy
 from promptloop.routers.base import RouterError, RouterForbidden, TrafficRouter
 
@@ -136,7 +137,7 @@ class Gatherer:
                 for p in raw
                 if p.get("spec", {}).get("rolloutRef", {}).get("name") == rollout.metadata.name
             ),
-            key=lambda p: (p.metadata.creation_timestamp or "", p.metadata.name),
+            key=queue_key,
         )
 
     async def token(self, rollout: AgentRollout) -> tuple[str | None, str | None]:

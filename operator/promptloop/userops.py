@@ -64,6 +64,7 @@ from kubernetes.client.exceptions import ApiException
 from promptloop.api.agentrollout import AgentRollout
 from promptloop.api.promptproposal import PromptProposal
 from promptloop.constants import GROUP, PROPOSAL_PLURAL, ROLLOUT_PLURAL, VERSION
+from promptloop.rollout.queue import queue_key
 from promptloop.view import (
     REJECT_ANNOTATION,
     REJECT_REASON_ANNOTATION,
@@ -245,7 +246,7 @@ class Cluster:
                 found.append(PromptProposal.model_validate(item))
             except pydantic.ValidationError:
                 continue  # one malformed object must not hide the others
-        found.sort(key=lambda p: (p.metadata.creation_timestamp or "", p.metadata.name))
+        found.sort(key=queue_key)
         return found
 
     def stable_prompt(self, rollout: AgentRollout) -> tuple[str | None, str | None]:

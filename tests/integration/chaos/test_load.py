@@ -3,7 +3,10 @@
 Exactly one becomes the challenger; the rest wait (Pending, "queued behind" it) in creation
 order and are started in turn as each predecessor ends; deleting queued proposals mid-canary
 changes nothing else (the active canary's status and the router's weights stay as they were).
-Names are random so that creation order and name order differ.
+Names are random so that creation order and name order differ. Kubernetes records creation to
+the second only; within a second the operator takes versions in semver order
+(``rollout/queue.py``), and the versions here are filed in increasing order, as improvers file
+them, so the expected order is the order of creation.
 """
 
 from __future__ import annotations
