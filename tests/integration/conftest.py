@@ -137,12 +137,13 @@ class Scenario:
             }
         )
 
-    def start_operator(self) -> OperatorProcess:
+    def start_operator(self, env: dict[str, str] | None = None) -> OperatorProcess:
         """Start an operator (watching only this namespace) and wait until it is live."""
         process = OperatorProcess(
             kubeconfig=self.operator_kubeconfig,
             namespace=self.namespace,
             log_path=self.log_dir / f"operator-{len(self.operators)}.log",
+            env=env,
         )
         self.operators.append(process)
         process.start()

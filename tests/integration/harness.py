@@ -222,8 +222,16 @@ class AgentSim:
 class OperatorProcess:
     """``promptloop operator`` in a subprocess under the operator's ServiceAccount."""
 
-    def __init__(self, *, kubeconfig: Path, namespace: str, log_path: Path) -> None:
+    def __init__(
+        self,
+        *,
+        kubeconfig: Path,
+        namespace: str,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.kubeconfig = kubeconfig
+        self.extra_env = env or {}
         self.namespace = namespace
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -234,7 +242,7 @@ class OperatorProcess:
         """Start, and wait until the liveness endpoint answers."""
         self.liveness_port = free_port()
         self.metrics_port = free_port()
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), **self.extra_env)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
