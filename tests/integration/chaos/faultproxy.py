@@ -60,6 +60,16 @@ FAULTS: dict[str, Fault] = {
 }
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients killed mid-request (the SIGKILL tests) reset their connections: expected here,
+    so not printed as tracebacks."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
 class FaultProxy:
     """A proxy on 127.0.0.1 in front of ``upstream`` (an http:// base URL)."""
 
@@ -96,8 +106,7 @@ class FaultProxy:
 
             do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = _any
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()

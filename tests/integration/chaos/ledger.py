@@ -44,11 +44,11 @@ class Budget:
 
 CI = Budget(
     name="ci",
-    fuzz_proposals=150,
-    fuzz_rollouts=100,
-    fuzz_rendered_prompts=8,
+    fuzz_proposals=120,
+    fuzz_rollouts=80,
+    fuzz_rendered_prompts=6,
     kill_points=4,
-    load_proposals=12,
+    load_proposals=6,
     control_plane_kills=0,
     proxy_fault_seconds=4.0,
 )
