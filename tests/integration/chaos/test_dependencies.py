@@ -133,7 +133,6 @@ CASES = [
         lambda: FAULTS["non-JSON body"],
         "MetricsAvailable",
         "JSON",
-        ci=True,
     ),
     Case(
         "metrics: decreasing counters",
