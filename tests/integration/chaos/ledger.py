@@ -38,7 +38,6 @@ class Budget:
     fuzz_rendered_prompts: int
     kill_points: int
     load_proposals: int
-    control_plane_kills: int
     proxy_fault_seconds: float
 
 
@@ -49,7 +48,6 @@ CI = Budget(
     fuzz_rendered_prompts=6,
     kill_points=4,
     load_proposals=6,
-    control_plane_kills=0,
     proxy_fault_seconds=4.0,
 )
 FULL = Budget(
@@ -59,7 +57,6 @@ FULL = Budget(
     fuzz_rendered_prompts=40,
     kill_points=32,
     load_proposals=50,
-    control_plane_kills=1,
     proxy_fault_seconds=8.0,
 )
 
