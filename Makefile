@@ -53,10 +53,11 @@ chart-lint: helm ## helm lint --strict the chart (defaults, and every option on)
 	  echo "chart OK"
 
 .PHONY: lint
-lint: $(STAMP) ## ruff and mypy --strict
+lint: $(STAMP) ## ruff, mypy --strict, and the layer contracts (import-linter, pyproject.toml)
 	@$(VENV)/bin/ruff check operator devenv tests bench examples
 	@$(VENV)/bin/ruff format --check operator devenv tests bench examples
 	@$(VENV)/bin/mypy
+	@PYTHONPATH=operator $(VENV)/bin/lint-imports --no-cache
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format the code with ruff

@@ -570,7 +570,7 @@ def _obj(raw: object) -> dict[str, Any]:
 
 def _api_client(kubeconfig: Path) -> Any:
     """A ``kubernetes`` API client for a kubeconfig file."""
-    from promptloop.k8s.proposals import load_api_client
+    from promptloop.k8s.sync import load_api_client
 
     return load_api_client(str(kubeconfig))
 

@@ -2,8 +2,8 @@
 
 This is the only place a pass reads the world (Kubernetes through ``k8s/``, the router, the
 evidence provider); :func:`promptloop.rollout.advance.advance` then decides from the snapshot
-alone. Independent reads run concurrently, in two rounds (the second needs the token and the
-Deployments of the first), because a pass's length is what an approval may wait for.
+alone. Independent reads run concurrently, and reads that need another (the router needs the
+token) run as chains beside them, because a pass's length is what an approval may wait for.
 
 Reads that may turn out unneeded are still cheap and read-only: the challenger's Deployment and
 the counters are read whenever status names a canary (with a weight, for the counters); every
@@ -25,11 +25,13 @@ from promptloop.api import AgentRollout, CanaryStatus, PromptProposal
 from promptloop.constants import API_VERSION, PROPOSAL_KIND
 from promptloop.k8s.client import Kube, KubeError, NotFound
 from promptloop.metrics.base import MetricsUnavailable
-from promptloop.metrics.base import provider_for as evidence_provider_for
+from promptloop.metrics.providers import provider_for as evidence_provider_for
 from promptloop.render.challenger import (
     OwnerRef,
+    PromptSourceKind,
     RenderError,
     render_challenger,
+    resolve_env_from,
     stable_prompt_source,
 )
 from promptloop.rollout.observations import Counters, Observations, Rendering, RouterVersion
@@ -77,30 +79,47 @@ class Gatherer:
             canary is not None and canary.weight is not None and canary.version
         ) and not (canary is not None and canary.rolled_back)
         stable_name = status.stable_deployment or rollout.spec.stable.deployment_name
+
+        # Reads that depend on another run as chains, all chains at once: the pass waits for
+        # the longest chain (two round trips), not for rounds.
+        async def router_chain() -> tuple[
+            tuple[str | None, str | None],
+            TrafficRouter | None,
+            tuple[tuple[RouterVersion, ...] | None, str | None, bool],
+        ]:
+            token, problem = await self.token(rollout)
+            if token is None:
+                return (None, problem), None, (None, None, False)
+            router = self.router(rollout, token)
+            return (token, None), router, await self.versions(rollout, router)
+
+        async def stable_chain() -> tuple[
+            tuple[dict[str, Any] | None, str | None], tuple[str | None, str | None]
+        ]:
+            stable, problem = await self.stable_deployment(namespace, stable_name)
+            if stable is None:
+                return (None, problem), (None, None)
+            return (stable, None), await self.stable_prompt(rollout, stable)
+
+        async def evidence_chain() -> tuple[Counters | None, str | None]:
+            if not wants_counters:
+                return None, None
+            return await self.counters(rollout, await self.evidence_api_key(rollout))
+
         (
             proposals,
-            (token, token_problem),
-            (stable, stable_problem),
+            ((token, token_problem), router, (versions, router_problem, forbidden)),
+            ((stable, stable_problem), (stable_prompt, prompt_problem)),
             challenger,
-            api_key,
-        ) = await asyncio.gather(
-            self.proposals(rollout),
-            self.token(rollout),
-            self.stable_deployment(namespace, stable_name),
-            self.challenger_deployment(namespace, canary),
-            self.evidence_api_key(rollout) if wants_counters else _nothing(),
-        )
-        router = self.router(rollout, token) if token is not None else None
-        usable = token is not None and stable is not None
-        (
-            (stable_prompt, prompt_problem),
-            (versions, router_problem, forbidden),
             (counters, counters_problem),
         ) = await asyncio.gather(
-            self.stable_prompt(rollout, stable) if usable and stable else _pair(),
-            self.versions(rollout, router) if router is not None else _triple(),
-            self.counters(rollout, api_key) if wants_counters else _pair(),
+            self.proposals(rollout),
+            router_chain(),
+            stable_chain(),
+            self.challenger_deployment(namespace, canary),
+            evidence_chain(),
         )
+        usable = token is not None and stable is not None
         renderings = (
             self.renderings(rollout, proposals, stable) if usable and stable is not None else {}
         )
@@ -189,8 +208,18 @@ class Gatherer:
             return None, str(error)
         if source.literal is not None:
             return source.literal, None
+        namespace = rollout.metadata.namespace or "default"
+        if source.kind is PromptSourceKind.ENV_FROM:
+            maps: dict[str, dict[str, str] | None] = {}
+            for ref in source.env_from:
+                if ref.kind == "configMap":
+                    value = await self.kube.get_config_map_value(namespace, ref.name, ref.key)
+                    known = maps.setdefault(ref.name, {})
+                    if value is not None and known is not None:
+                        known[ref.key] = value
+            prompt, _why = resolve_env_from(source.env_from, maps)
+            return prompt, None
         if source.config_map is not None and source.key is not None:
-            namespace = rollout.metadata.namespace or "default"
             value = await self.kube.get_config_map_value(namespace, source.config_map, source.key)
             return value, None
         return None, None
@@ -300,15 +329,3 @@ class Gatherer:
                 manifests=(rendered.config_map, rendered.deployment),
             )
         return renderings
-
-
-async def _nothing() -> None:
-    return None
-
-
-async def _pair() -> tuple[None, None]:
-    return None, None
-
-
-async def _triple() -> tuple[None, None, bool]:
-    return None, None, False

@@ -53,17 +53,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import pydantic
-import urllib3
-from kubernetes import client
-from kubernetes import watch as _kube_watch
-from kubernetes.client.exceptions import ApiException
 
 from promptloop.api.agentrollout import AgentRollout
 from promptloop.api.promptproposal import PromptProposal
-from promptloop.constants import GROUP, PROPOSAL_PLURAL, ROLLOUT_PLURAL, VERSION
+from promptloop.constants import PROPOSAL_PLURAL, ROLLOUT_PLURAL
+from promptloop.k8s.sync import ClusterError, KubeRequestError, SyncKube
 from promptloop.rollout.queue import queue_key
 from promptloop.view import (
     REJECT_ANNOTATION,
@@ -99,10 +96,8 @@ EXIT_NOTHING_TO_DO = 4
 # Recorded by the API server in managedFields, which is where the operator reads "approved by".
 FIELD_MANAGER = "promptloop-cli"
 MAX_REASON_CHARS = 1024
-# Connect and read timeouts: a CLI must fail in seconds, not hang on a dead API server.
 # The longest single wait on the watch: how soon a Ctrl-C swallowed by a library still ends it.
 _WATCH_CHUNK = 5
-_TIMEOUT = (5.0, 20.0)
 # The shortest gap between two redraws of `status -w`.
 _MIN_REDRAW_SECONDS = 0.25
 # Optimistic-concurrency retries for approve/reject (the operator writes status every tick).
@@ -110,9 +105,6 @@ _PATCH_ATTEMPTS = 4
 
 T = TypeVar("T")
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
-
-# The watch helper carries no annotations; typed as Any once here rather than at every call.
-watch: Any = _kube_watch
 
 
 class UserError(Exception):
@@ -124,17 +116,6 @@ class UserError(Exception):
 
 
 # -- the cluster -------------------------------------------------------------------------------
-
-
-def _api_message(error: ApiException) -> str:
-    import json
-
-    reason = ""
-    try:
-        reason = json.loads(error.body or "{}").get("message", "")
-    except (ValueError, TypeError, AttributeError):
-        reason = ""
-    return reason or str(error.reason or "")
 
 
 @dataclass(frozen=True)
@@ -149,7 +130,10 @@ class Snapshot:
 
 
 class Cluster:
-    """The few reads and one patch these commands make, with the errors translated.
+    """The few reads and one patch these commands make, with the errors as :class:`UserError`.
+
+    A thin layer over :class:`promptloop.k8s.sync.SyncKube` (the one synchronous access to the
+    API, shared with the improver) that turns its errors into exit codes and messages.
 
     Parameters
     ----------
@@ -160,58 +144,43 @@ class Cluster:
     """
 
     def __init__(self, api: Any, namespace: str) -> None:
-        self.api = api
+        self.kube = SyncKube(api, namespace)
         self.namespace = namespace
-        self.custom = client.CustomObjectsApi(api)
-        self.apps = client.AppsV1Api(api)
-        self.core = client.CoreV1Api(api)
 
     @classmethod
     def connect(cls, args: argparse.Namespace) -> Cluster:
         """Load the kubeconfig (``--kubeconfig``, ``KUBECONFIG``, in-cluster) and the namespace."""
-        # Reused from the improver's cluster module so both CLIs resolve config the same way.
-        from promptloop.k8s import proposals
-
-        kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG") or None
         try:
-            api = proposals.load_api_client(kubeconfig, args.context)
-        except proposals.ClusterError as error:
+            kube = SyncKube.connect(args.kubeconfig, args.context, args.namespace)
+        except ClusterError as error:
             raise UserError(EXIT_ERROR, str(error)) from None
-        namespace = args.namespace or proposals.default_namespace(kubeconfig, args.context)
-        return cls(api, namespace)
+        return cls(kube.api, kube.namespace)
 
     @property
     def server(self) -> str:
         """The API server's URL (for error messages; it carries no credentials)."""
-        return str(getattr(self.api.configuration, "host", "") or "the API server")
+        return self.kube.server
 
-    def _call(self, what: str, function: Callable[[], T], *, missing: str | None = None) -> T:
+    def _call(self, function: Callable[[], T], *, missing: str | None = None) -> T:
         try:
             return function()
-        except ApiException as error:
+        except KubeRequestError as error:
             if error.status == 404 and missing is not None:
                 raise UserError(EXIT_NOT_FOUND, missing) from None
             if error.status == 401:
-                message = f"{what}: unauthorized (the kubeconfig's credentials were refused)"
+                message = f"{error.what}: unauthorized (the kubeconfig's credentials were refused)"
             elif error.status == 403:
-                message = f"{what}: forbidden: {_api_message(error)}"
+                message = f"{error.what}: forbidden: {error.detail}"
+            elif error.status is None:
+                message = f"cannot reach the Kubernetes API server at {self.server}: {error.detail}"
             else:
-                message = f"{what}: HTTP {error.status}: {_api_message(error)}"
+                message = f"{error.what}: HTTP {error.status}: {error.detail}"
             raise UserError(EXIT_ERROR, message) from None
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            # MaxRetryError's text repeats the URL and the pool; its reason is the useful part.
-            reason = getattr(error, "reason", None) or error
-            raise UserError(
-                EXIT_ERROR, f"cannot reach the Kubernetes API server at {self.server}: {reason}"
-            ) from None
 
     def rollout(self, name: str) -> AgentRollout:
         """The AgentRollout; :class:`UserError` (exit 3) when it does not exist."""
         raw = self._call(
-            f"reading AgentRollout {self.namespace}/{name}",
-            lambda: self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, ROLLOUT_PLURAL, name, _request_timeout=_TIMEOUT
-            ),
+            lambda: self.kube.get(ROLLOUT_PLURAL, name, "AgentRollout"),
             missing=f"AgentRollout {name} not found in namespace {self.namespace}",
         )
         return _model(AgentRollout, raw, f"AgentRollout {self.namespace}/{name}")
@@ -219,27 +188,16 @@ class Cluster:
     def proposal(self, name: str) -> PromptProposal:
         """The PromptProposal; :class:`UserError` (exit 3) when it does not exist."""
         raw = self._call(
-            f"reading PromptProposal {self.namespace}/{name}",
-            lambda: self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PROPOSAL_PLURAL, name, _request_timeout=_TIMEOUT
-            ),
+            lambda: self.kube.get(PROPOSAL_PLURAL, name, "PromptProposal"),
             missing=f"PromptProposal {name} not found in namespace {self.namespace}",
         )
         return _model(PromptProposal, raw, f"PromptProposal {self.namespace}/{name}")
 
     def proposals(self, rollout: str) -> list[PromptProposal]:
         """The rollout's PromptProposals, oldest first."""
-        listing = cast(
-            dict[str, Any],
-            self._call(
-                f"listing PromptProposals in {self.namespace}",
-                lambda: self.custom.list_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PROPOSAL_PLURAL, _request_timeout=_TIMEOUT
-                ),
-            ),
-        )
+        items = self._call(lambda: self.kube.list(PROPOSAL_PLURAL, "PromptProposal"))
         found: list[PromptProposal] = []
-        for item in listing.get("items") or []:
+        for item in items:
             if ((item.get("spec") or {}).get("rolloutRef") or {}).get("name") != rollout:
                 continue
             try:
@@ -253,65 +211,32 @@ class Cluster:
         """The stable prompt read the way the operator reads it, or None and why not.
 
         The stable Deployment is ``status.stableDeployment`` (after a promotion) or
-        ``spec.stable.deploymentName``; ``render.challenger.stable_prompt_source`` says whether
-        its prompt is a literal env value or a ConfigMap key. Secrets are never read.
+        ``spec.stable.deploymentName``; ``render.challenger.stable_prompt_source`` says where
+        its prompt comes from. Secrets are never read.
         """
         from promptloop.render.challenger import RenderError, stable_prompt_source
 
         name = rollout.status.stable_deployment or rollout.spec.stable.deployment_name
         try:
             deployment = self._call(
-                f"reading Deployment {self.namespace}/{name}",
-                lambda: self.api.sanitize_for_serialization(
-                    self.apps.read_namespaced_deployment(
-                        name, self.namespace, _request_timeout=_TIMEOUT
-                    )
-                ),
+                lambda: self.kube.deployment(name),
                 missing=f"the stable Deployment {name} does not exist",
             )
             source = stable_prompt_source(stable_deployment=deployment, prompt=rollout.spec.prompt)
+            prompt, why = self._call(lambda: self.kube.stable_prompt(source))
         except UserError as error:
             return None, str(error)
         except RenderError as error:
             return None, f"Deployment {name}: {error}"
-        if source.literal is not None:
-            return source.literal, None
-        if source.config_map is None or source.key is None:
-            return None, f"Deployment {name}: {source.detail or 'the prompt source is unknown'}"
-        config_map, key = source.config_map, source.key
-        try:
-            data = self._call(
-                f"reading ConfigMap {self.namespace}/{config_map}",
-                lambda: (
-                    self.core.read_namespaced_config_map(
-                        config_map, self.namespace, _request_timeout=_TIMEOUT
-                    ).data
-                    or {}
-                ),
-                missing=f"ConfigMap {config_map} (the stable prompt) does not exist",
-            )
-        except UserError as error:
-            return None, str(error)
-        if key not in data:
-            return None, f"ConfigMap {config_map} has no key {key!r}"
-        return str(data[key]), None
+        if prompt is None:
+            return None, f"Deployment {name}: {why}"
+        return prompt, None
 
     def patch_proposal(self, name: str, patch: dict[str, Any]) -> PromptProposal:
         """Merge-patch a PromptProposal as :data:`FIELD_MANAGER`."""
         raw = self._call(
-            f"patching PromptProposal {self.namespace}/{name}",
-            lambda: self.custom.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                self.namespace,
-                PROPOSAL_PLURAL,
-                name,
-                patch,
-                field_manager=FIELD_MANAGER,
-                # CRDs take no strategic merge patch; say merge explicitly rather than rely on
-                # the client's content-type guess.
-                _content_type="application/merge-patch+json",
-                _request_timeout=_TIMEOUT,
+            lambda: self.kube.patch(
+                PROPOSAL_PLURAL, name, patch, "PromptProposal", field_manager=FIELD_MANAGER
             ),
             missing=f"PromptProposal {name} not found in namespace {self.namespace}",
         )
@@ -342,22 +267,10 @@ class Cluster:
                 if remaining <= 0.5:
                     return
                 continue
-            stream = watch.Watch()
             try:
-                for _event in stream.stream(
-                    self.custom.list_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    ROLLOUT_PLURAL,
-                    field_selector=f"metadata.name={name}",
-                    resource_version=resource_version,
-                    timeout_seconds=chunk,
-                    _request_timeout=(_TIMEOUT[0], chunk + 5),
-                ):
-                    stream.stop()
+                if self.kube.wait_for_change(ROLLOUT_PLURAL, name, resource_version, chunk):
                     return
-            except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError):
+            except KubeRequestError:
                 resource_version = None  # sleep out the rest, in short naps
 
     def snapshot(self, name: str, proposal_name: str | None) -> Snapshot:

@@ -39,6 +39,7 @@ from promptloop.api.agentrollout import AgentRollout, HistoryEntry, WindowCounts
 from promptloop.api.common import ConditionStatus
 from promptloop.api.promptproposal import PromptProposal, ProposalPhase
 from promptloop.constants import REJECT_ANNOTATION, REJECT_REASON_ANNOTATION
+from promptloop.rollout.phases import PROPOSAL_CLOSED
 
 __all__ = [
     "REJECT_ANNOTATION",
@@ -61,18 +62,9 @@ __all__ = [
 # The 97.5th percentile of the standard normal: a two-sided 95 % interval.
 Z95: Final = 1.959963984540054
 
-# A proposal in one of these phases never takes traffic again; approving or rejecting it would
-# change nothing the operator acts on (mirrors ``rollout.phases.PROPOSAL_TERMINAL``, plus Invalid,
-# which the operator does not canary either).
-TERMINAL_PROPOSAL_PHASES: Final = frozenset(
-    {
-        ProposalPhase.PROMOTED,
-        ProposalPhase.ROLLED_BACK,
-        ProposalPhase.REJECTED,
-        ProposalPhase.SUPERSEDED,
-        ProposalPhase.INVALID,
-    }
-)
+# A proposal in one of these phases never takes traffic again: approving or rejecting it would
+# change nothing the operator acts on.
+TERMINAL_PROPOSAL_PHASES: Final = PROPOSAL_CLOSED
 
 _BAR_FULL: Final = "█"
 _BAR_EMPTY: Final = "░"

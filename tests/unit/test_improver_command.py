@@ -439,29 +439,33 @@ def test_dump_yaml_round_trips_a_multiline_prompt(failures_file: Path) -> None:
     assert PromptProposal.model_validate(loaded) == proposal
 
 
-def test_open_proposals_hold_unless_concurrency_is_allowed() -> None:
+def test_open_proposals_hold_unless_concurrency_is_allowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import argparse
     from types import SimpleNamespace
 
-    from promptloop.k8s.proposals import ClusterError, ProposalSummary
+    from promptloop.k8s import proposals
+    from promptloop.k8s.proposals import ProposalSummary
 
     listing = [
         ProposalSummary("classifier-2-1-0", "2.1.0", "Rejected"),
         ProposalSummary("classifier-2-2-0", "2.2.0", "Canary"),
     ]
-    fake = SimpleNamespace(list_proposals=lambda *_args: listing, ClusterError=ClusterError)
+    monkeypatch.setattr(proposals, "list_proposals", lambda *_args: listing)
+    kube = SimpleNamespace(namespace="demo")
     args = argparse.Namespace(rollout="classifier", allow_concurrent=False)
     with pytest.raises(command._Exit) as stop:
-        command._existing_versions(args, (None, "demo", fake))
+        command._existing_versions(args, kube)  # type: ignore[arg-type]
     assert stop.value.code == command.EXIT_HOLD
     assert "classifier-2-2-0 (2.2.0, Canary)" in str(stop.value)
     assert "2-1-0" not in str(stop.value)
     args.allow_concurrent = True
-    taken = command._existing_versions(args, (None, "demo", fake))
+    taken = command._existing_versions(args, kube)  # type: ignore[arg-type]
     assert command.next_free_version("2.0.0", taken) == "2.3.0"
     listing[1] = ProposalSummary("classifier-2-2-0", "2.2.0", "Promoted")
     args.allow_concurrent = False
-    assert command._existing_versions(args, (None, "demo", fake)) == {"2.1.0", "2.2.0"}
+    assert command._existing_versions(args, kube) == {"2.1.0", "2.2.0"}  # type: ignore[arg-type]
     assert command._existing_versions(args, None) == set()
 
 

@@ -23,9 +23,10 @@ from promptloop.api import (
     PrometheusMetrics,
 )
 from promptloop.metrics.agentfield_memory import AgentFieldMemoryProvider, memory_key
-from promptloop.metrics.base import Counters, MetricsUnavailable, provider_for, render_version
+from promptloop.metrics.base import Counters, MetricsUnavailable, render_version
 from promptloop.metrics.http import HttpProvider
 from promptloop.metrics.prometheus import PrometheusProvider, promql_string_escape
+from promptloop.metrics.providers import provider_for
 
 __all__: list[str] = []
 

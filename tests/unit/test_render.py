@@ -876,9 +876,14 @@ def test_source_unknown_env(env: dict[str, Any], detail: str) -> None:
     agent["env"] = [env]
     agent["envFrom"] = [{"configMapRef": {"name": "agent-env"}}]
     found = source(stable)
-    assert found.kind is PromptSourceKind.UNKNOWN and detail in found.detail
     if env["name"] == "OTHER":
-        assert "agent-env" in found.detail
+        # Not set explicitly: it may come from envFrom, resolved once the ConfigMap is read
+        # (tests/unit/test_prompt_reader.py).
+        assert found.kind is PromptSourceKind.ENV_FROM and "agent-env" in found.detail
+        assert [r.name for r in found.env_from] == ["agent-env"]
+        agent["envFrom"] = []
+        found = source(stable)
+    assert found.kind is PromptSourceKind.UNKNOWN and detail in found.detail
 
 
 @pytest.mark.parametrize(

@@ -617,10 +617,10 @@ def test_a_challenger_that_cannot_be_rendered_makes_the_proposal_invalid() -> No
 
 
 def test_orphans_become_invalid_once() -> None:
-    orphan = make_proposal().model_copy(
-        update={"spec": make_proposal().spec.model_copy(update={"rollout_ref": {"name": "gone"}})}
+    raw = make_proposal().model_dump(by_alias=True)
+    orphan = PromptProposal.model_validate(
+        {**raw, "spec": {**raw["spec"], "rolloutRef": {"name": "gone"}}}
     )
-    orphan = PromptProposal.model_validate(orphan.model_dump(by_alias=True))
     step = orphaned(NS, "gone", [orphan])
     assert kinds(step) == ["WriteProposalStatus", "PostEvent"]
     again = orphan.model_copy(update={"status": step.proposals["p1"]})

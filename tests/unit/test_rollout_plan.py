@@ -725,7 +725,9 @@ def test_early_approval_is_recorded_and_skips_no_evidence() -> None:
     assert outcome.proposal.approval == Approval(
         approved_at=iso(NOW), approved_by="alice", prompt_digest=DIGEST
     )
-    assert outcome.notices == [Notice(True, "Approved", "approval recorded by alice")]
+    assert outcome.notices == [
+        Notice(on_proposal=True, reason="Approved", message="approval recorded by alice")
+    ]
 
 
 def test_approval_before_the_challenger_is_seeded_only_records() -> None:
@@ -738,7 +740,9 @@ def test_approval_before_the_challenger_is_seeded_only_records() -> None:
 
 def test_approval_without_a_known_approver_says_so_plainly() -> None:
     outcome = _approve(rollout(R.PROGRESSING), proposal(), by=None)
-    assert outcome.notices == [Notice(True, "Approved", "approval recorded")]
+    assert outcome.notices == [
+        Notice(on_proposal=True, reason="Approved", message="approval recorded")
+    ]
     assert outcome.proposal is not None and outcome.proposal.approval is not None
     assert outcome.proposal.approval.approved_by is None
 

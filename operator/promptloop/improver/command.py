@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 import yaml
@@ -53,7 +53,6 @@ from promptloop.api.promptproposal import (
     FailureExample,
     PromptProposal,
     PromptProposalSpec,
-    ProposalPhase,
     ProposalSource,
 )
 from promptloop.constants import LABEL_ROLLOUT
@@ -82,6 +81,10 @@ from promptloop.improver.llm import (
     propose,
     render_request,
 )
+from promptloop.rollout.phases import PROPOSAL_CLOSED
+
+if TYPE_CHECKING:
+    from promptloop.k8s.sync import SyncKube
 
 __all__ = [
     "CLOSED_PHASES",
@@ -113,16 +116,7 @@ EXIT_EVALUATE = 6
 
 IMPROVER_NAME = "promptloop-improve"
 # Phases after which a proposal no longer competes: a new one may be filed.
-CLOSED_PHASES = frozenset(
-    phase.value
-    for phase in (
-        ProposalPhase.PROMOTED,
-        ProposalPhase.ROLLED_BACK,
-        ProposalPhase.REJECTED,
-        ProposalPhase.SUPERSEDED,
-        ProposalPhase.INVALID,
-    )
-)
+CLOSED_PHASES = frozenset(phase.value for phase in PROPOSAL_CLOSED)
 MAX_EVIDENCE_EXAMPLES = 5
 _EXAMPLE_INPUT_CHARS = 4096
 _SEMVER = re.compile(SEMVER_PATTERN)
@@ -418,27 +412,24 @@ def _read_prompt_arg(value: str) -> str:
         raise _Exit(EXIT_ERROR, f"cannot read the stable prompt from {path}: {error}") from error
 
 
-def _cluster(args: argparse.Namespace) -> tuple[Any, str, Any]:
+def _cluster(args: argparse.Namespace) -> SyncKube:
     # Imported here so that the improver runs with no cluster libraries configured at all.
-    from promptloop.k8s import proposals
+    from promptloop.k8s.sync import SyncKube
 
-    api = proposals.load_api_client(args.kubeconfig or os.environ.get("KUBECONFIG"), args.context)
-    namespace = args.namespace or proposals.default_namespace(
-        args.kubeconfig or os.environ.get("KUBECONFIG"), args.context
-    )
-    return api, namespace, proposals
+    return SyncKube.connect(args.kubeconfig, args.context, args.namespace)
 
 
-def _resolve_stable(args: argparse.Namespace, cluster: tuple[Any, str, Any] | None) -> _Stable:
+def _resolve_stable(args: argparse.Namespace, cluster: SyncKube | None) -> _Stable:
     if args.stable_version is not None and not _SEMVER.match(args.stable_version):
         raise _Exit(EXIT_USAGE, f"--stable-version {args.stable_version!r} is not semver")
     prompt = _read_prompt_arg(args.stable_prompt) if args.stable_prompt is not None else None
     if prompt is not None and args.stable_version is not None:
         return _Stable(version=args.stable_version, prompt=prompt)
     assert cluster is not None
-    api, namespace, proposals = cluster
+    from promptloop.k8s import proposals
+
     try:
-        info = proposals.read_stable(api, args.rollout, namespace)
+        info = proposals.read_stable(cluster, args.rollout)
     except proposals.ClusterError as error:
         raise _Exit(EXIT_ERROR, f"{error} (or pass --stable-version and --stable-prompt)") from None
     return _Stable(
@@ -504,13 +495,14 @@ def run(args: argparse.Namespace, *, sleep: Callable[[float], None] | None = Non
         return stop.code
 
 
-def _existing_versions(args: argparse.Namespace, cluster: tuple[Any, str, Any] | None) -> set[str]:
+def _existing_versions(args: argparse.Namespace, cluster: SyncKube | None) -> set[str]:
     """Versions the rollout's proposals already use; holds while one of them is still open."""
     if cluster is None:
         return set()
-    api, namespace, proposals = cluster
+    from promptloop.k8s import proposals
+
     try:
-        existing = proposals.list_proposals(api, args.rollout, namespace)
+        existing = proposals.list_proposals(cluster, args.rollout)
     except proposals.ClusterError as error:
         raise _Exit(EXIT_ERROR, str(error)) from None
     still_open = [p for p in existing if p.phase not in CLOSED_PHASES]
@@ -540,7 +532,7 @@ def _run(args: argparse.Namespace, *, sleep: Callable[[float], None] | None) -> 
                 f"{error}; without cluster access pass --stable-version and --stable-prompt "
                 "(and no --apply)",
             ) from None
-    namespace = cluster[1] if cluster else args.namespace
+    namespace = cluster.namespace if cluster else args.namespace
     stable = _resolve_stable(args, cluster)
     _say(f"rollout {args.rollout}: stable version {stable.version}")
     taken = _existing_versions(args, cluster)
@@ -684,13 +676,14 @@ def _run(args: argparse.Namespace, *, sleep: Callable[[float], None] | None) -> 
     text = dump_yaml(proposal)
 
     if args.apply and cluster is not None:
-        api, ns, proposals = cluster
+        from promptloop.k8s import proposals
+
         body: Mapping[str, Any] = yaml.safe_load(text)
         try:
-            proposals.create_proposal(api, body, ns)
+            proposals.create_proposal(cluster, body)
         except proposals.ClusterError as error:
             raise _Exit(EXIT_ERROR, f"{error}; nothing written") from None
-        _say(f"created PromptProposal {ns}/{proposal.metadata.name}")
+        _say(f"created PromptProposal {cluster.namespace}/{proposal.metadata.name}")
     try:
         _write_output(args.output, text)
     except OSError as error:

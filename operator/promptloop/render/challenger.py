@@ -89,7 +89,7 @@ import hashlib
 import json
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -117,6 +117,7 @@ __all__ = [
     "PROMPT_VOLUME",
     "VERSION_ENV",
     "ChallengerNames",
+    "EnvFromRef",
     "OwnerRef",
     "PromptSource",
     "PromptSourceKind",
@@ -126,6 +127,7 @@ __all__ = [
     "label_value",
     "prompt_digest",
     "render_challenger",
+    "resolve_env_from",
     "stable_prompt_source",
 ]
 
@@ -225,7 +227,18 @@ class PromptSourceKind(enum.StrEnum):
     LITERAL = "literal"
     CONFIG_MAP_KEY = "configMapKey"
     FILE = "file"
+    ENV_FROM = "envFrom"
     UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class EnvFromRef:
+    """An ``envFrom`` source that may define the prompt's env var: ``key`` is the variable's name
+    less the source's ``prefix``; ``kind`` is ``configMap`` or ``secret``."""
+
+    kind: str
+    name: str
+    key: str
 
 
 @dataclass(frozen=True)
@@ -234,7 +247,10 @@ class PromptSource:
 
     ``LITERAL`` carries the env value in ``literal``; ``CONFIG_MAP_KEY`` (an env var) and
     ``FILE`` (a mounted configMap volume, ``path`` is the file) carry ``config_map`` and ``key``;
-    ``UNKNOWN`` says why in ``detail``. ``container`` is the container that was examined.
+    ``ENV_FROM`` lists in ``env_from`` the ``envFrom`` sources that may define the variable, in
+    the container's order (Kubernetes: a later source wins), for :func:`resolve_env_from` once
+    their ConfigMaps are read. ``UNKNOWN`` says why in ``detail``. ``container`` is the container
+    that was examined.
     """
 
     kind: PromptSourceKind
@@ -244,6 +260,7 @@ class PromptSource:
     key: str | None = None
     path: str | None = None
     detail: str = ""
+    env_from: tuple[EnvFromRef, ...] = ()
 
 
 def prompt_digest(prompt: str) -> str:
@@ -526,18 +543,32 @@ def stable_prompt_source(
     if mount_path is not None:
         return _file_source(pod_spec, container, cname, mount_path)
     assert env_name is not None
+    # As the kubelet builds the environment: envFrom sources in order, then env entries, each
+    # later definition replacing an earlier one. An explicit entry therefore wins, the last one.
     entries = [e for e in _list(container.get("env")) if e.get("name") == env_name]
     if not entries:
-        imports = [
-            ref.get("name", "?")
-            for item in _list(container.get("envFrom"))
-            for ref in (item.get("configMapRef"), item.get("secretRef"))
-            if isinstance(ref, Mapping)
-        ]
-        detail = f"container {cname!r} sets no env var {env_name}"
-        if imports:
-            detail += f"; it may come from envFrom ({', '.join(map(str, imports))})"
-        return PromptSource(PromptSourceKind.UNKNOWN, cname, detail=detail)
+        refs = []
+        for item in _list(container.get("envFrom")):
+            prefix = str(item.get("prefix") or "")
+            if not env_name.startswith(prefix):
+                continue
+            for kind in ("configMap", "secret"):
+                ref = item.get(f"{kind}Ref")
+                if isinstance(ref, Mapping) and ref.get("name"):
+                    refs.append(EnvFromRef(kind, str(ref["name"]), env_name[len(prefix) :]))
+        if refs:
+            names = ", ".join(f"{r.kind} {r.name}" for r in refs)
+            return PromptSource(
+                PromptSourceKind.ENV_FROM,
+                cname,
+                env_from=tuple(refs),
+                detail=f"env {env_name} of container {cname!r} may come from envFrom ({names})",
+            )
+        return PromptSource(
+            PromptSourceKind.UNKNOWN,
+            cname,
+            detail=f"container {cname!r} sets no env var {env_name}",
+        )
     entry = entries[-1]
     value_from = entry.get("valueFrom")
     if isinstance(value_from, Mapping):
@@ -562,6 +593,29 @@ def stable_prompt_source(
         literal=str(entry.get("value", "")),
         detail=f"env {env_name} of container {cname!r} is a literal value",
     )
+
+
+def resolve_env_from(
+    refs: Sequence[EnvFromRef], config_maps: Mapping[str, Mapping[str, str] | None]
+) -> tuple[str | None, str]:
+    """The prompt an ``ENV_FROM`` source gives, from the ConfigMaps' data (None: absent).
+
+    The last source that defines the key wins, as in Kubernetes. A Secret that may define it
+    (Secrets are never read) makes the answer unknown when no later ConfigMap defines it.
+
+    Returns
+    -------
+    tuple
+        The prompt, or None and why not.
+    """
+    for ref in reversed(refs):
+        if ref.kind == "secret":
+            return None, f"the prompt may come from Secret {ref.name} (envFrom), which is not read"
+        data = config_maps.get(ref.name)
+        if data is not None and ref.key in data:
+            return str(data[ref.key]), f"key {ref.key!r} of ConfigMap {ref.name} (envFrom)"
+    names = ", ".join(r.name for r in refs)
+    return None, f"no envFrom source ({names}) defines the prompt"
 
 
 # --- names ------------------------------------------------------------------------------------

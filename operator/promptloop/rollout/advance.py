@@ -174,7 +174,9 @@ def _hold_unstarted_proposals(draft: _Draft, message: str) -> None:
         updated.phase = ProposalPhase.INVALID
         updated.message = text
         draft.set_proposal(proposal.metadata.name, updated)
-        draft.notify(proposal, plan.Notice(True, "Invalid", text, True))
+        draft.notify(
+            proposal, plan.Notice(on_proposal=True, reason="Invalid", message=text, warning=True)
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -287,7 +289,9 @@ def _select_active(draft: _Draft) -> PromptProposal | None:
             updated.phase = ProposalPhase.REJECTED
             updated.message = "rejected before it started"
             draft.set_proposal(name, updated)
-            draft.notify(proposal, plan.Notice(True, "Rejected", updated.message))
+            draft.notify(
+                proposal, plan.Notice(on_proposal=True, reason="Rejected", message=updated.message)
+            )
             taken.setdefault(proposal.spec.version, name)
             continue
         problem = _validate(
@@ -305,7 +309,10 @@ def _select_active(draft: _Draft) -> PromptProposal | None:
                 updated.phase = ProposalPhase.INVALID
                 updated.message = problem
                 draft.set_proposal(name, updated)
-                draft.notify(proposal, plan.Notice(True, "Invalid", problem, True))
+                draft.notify(
+                    proposal,
+                    plan.Notice(on_proposal=True, reason="Invalid", message=problem, warning=True),
+                )
             continue
         candidates.append(proposal)
 
@@ -369,7 +376,10 @@ def _start(draft: _Draft, proposal: PromptProposal) -> None:
         updated.phase = ProposalPhase.INVALID
         updated.message = f"cannot render the challenger: {rendering.error}"
         draft.set_proposal(name, updated)
-        draft.notify(proposal, plan.Notice(True, "Invalid", updated.message, True))
+        draft.notify(
+            proposal,
+            plan.Notice(on_proposal=True, reason="Invalid", message=updated.message, warning=True),
+        )
         return
     draft.applies.append(ApplyManifests(rendering.manifests))
     outcome = plan.begin_canary(
@@ -821,10 +831,10 @@ class _Draft:
                 self.notify(
                     None,
                     plan.Notice(
-                        False,
-                        str(status.phase),
-                        status.message or "",
-                        status.phase is RolloutPhase.INVALID,
+                        on_proposal=False,
+                        reason=str(status.phase),
+                        message=status.message or "",
+                        warning=status.phase is RolloutPhase.INVALID,
                     ),
                 )
         if weights is not None:

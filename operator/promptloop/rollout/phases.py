@@ -20,6 +20,7 @@ from promptloop.api import (
 from promptloop.api.agentrollout import HISTORY_LIMIT
 
 __all__ = [
+    "PROPOSAL_CLOSED",
     "PROPOSAL_TERMINAL",
     "PROPOSAL_TRANSITIONS",
     "ROLLOUT_TRANSITIONS",
@@ -52,6 +53,9 @@ PROPOSAL_TRANSITIONS: Final[dict[ProposalPhase | None, frozenset[ProposalPhase]]
 
 # Phases after which a proposal never takes traffic again.
 PROPOSAL_TERMINAL: Final = frozenset({P.PROMOTED, P.ROLLED_BACK, P.REJECTED, P.SUPERSEDED})
+# Phases in which a proposal no longer competes: terminal, or Invalid (never canaried). Approving
+# or rejecting it changes nothing; the improver may file a new one.
+PROPOSAL_CLOSED: Final = PROPOSAL_TERMINAL | {P.INVALID}
 
 ROLLOUT_TRANSITIONS: Final[dict[RolloutPhase | None, frozenset[RolloutPhase]]] = {
     None: frozenset({R.PENDING, R.STABLE, R.INVALID, R.PROGRESSING}),

@@ -52,9 +52,10 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Notice:
-    """A Kubernetes Event to post: on the rollout or on the proposal."""
+    """A Kubernetes Event to post: on the rollout or on the proposal (keywords only: two
+    booleans side by side are unreadable at the call site)."""
 
     on_proposal: bool
     reason: str
@@ -136,7 +137,13 @@ def begin_canary(
     return Outcome(
         status,
         proposal_status,
-        [Notice(True, "Rendered", f"rendered challenger Deployment {deployment}")],
+        [
+            Notice(
+                on_proposal=True,
+                reason="Rendered",
+                message=f"rendered challenger Deployment {deployment}",
+            )
+        ],
     )
 
 
@@ -171,8 +178,8 @@ def seed(
         status,
         proposal_status,
         [
-            Notice(False, "CanaryStarted", status.message),
-            Notice(True, "CanaryStarted", status.message),
+            Notice(on_proposal=False, reason="CanaryStarted", message=status.message),
+            Notice(on_proposal=True, reason="CanaryStarted", message=status.message),
         ],
     )
 
@@ -255,8 +262,8 @@ def apply_verdict(
         proposal_status.message = message
         if status.phase is not RolloutPhase.AWAITING_APPROVAL:
             notices = [
-                Notice(False, "AwaitingApproval", message),
-                Notice(True, "AwaitingApproval", message),
+                Notice(on_proposal=False, reason="AwaitingApproval", message=message),
+                Notice(on_proposal=True, reason="AwaitingApproval", message=message),
             ]
             status.history = append_history(
                 status.history,
@@ -319,7 +326,9 @@ def apply_verdict(
                 message=decision.reason,
             ),
         )
-        return Outcome(status, proposal_status, [Notice(False, "Stepped", message)])
+        return Outcome(
+            status, proposal_status, [Notice(on_proposal=False, reason="Stepped", message=message)]
+        )
     status.message = f"holding {version} at {canary.weight}%: {decision.reason}"
     return Outcome(status, proposal_status, [])
 
@@ -347,7 +356,9 @@ def approve(
             approved_at=iso(now), approved_by=approved_by, prompt_digest=digest
         )
         who = f" by {approved_by}" if approved_by else ""
-        notices.append(Notice(True, "Approved", f"approval recorded{who}"))
+        notices.append(
+            Notice(on_proposal=True, reason="Approved", message=f"approval recorded{who}")
+        )
     canary = status.canary
     if canary is None or canary.proposal != proposal.metadata.name:
         return Outcome(status, proposal_status, notices)
@@ -386,7 +397,10 @@ def approve(
                 message=approved_by or "",
             ),
         )
-        notices += [Notice(False, "Approved", message), Notice(True, "Approved", message)]
+        notices += [
+            Notice(on_proposal=False, reason="Approved", message=message),
+            Notice(on_proposal=True, reason="Approved", message=message),
+        ]
     return Outcome(status, proposal_status, notices)
 
 
@@ -454,11 +468,11 @@ def roll_back(
         ),
     )
     notices = [
-        Notice(False, "RolledBack", message, warning=True),
+        Notice(on_proposal=False, reason="RolledBack", message=message, warning=True),
         Notice(
-            True,
-            "Rejected" if phase is ProposalPhase.REJECTED else "RolledBack",
-            message,
+            on_proposal=True,
+            reason="Rejected" if phase is ProposalPhase.REJECTED else "RolledBack",
+            message=message,
             warning=True,
         ),
     ]
@@ -549,7 +563,10 @@ def promote(*, rollout: AgentRolloutStatus, proposal: PromptProposal, now: datet
     return Outcome(
         status,
         proposal_status,
-        [Notice(False, "Promoted", message), Notice(True, "Promoted", message)],
+        [
+            Notice(on_proposal=False, reason="Promoted", message=message),
+            Notice(on_proposal=True, reason="Promoted", message=message),
+        ],
     )
 
 
