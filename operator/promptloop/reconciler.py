@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from promptloop.api import AgentRollout, PromptProposal, VersionWeight
+from promptloop.api.common import from_cluster
 from promptloop.constants import PROPOSAL_PLURAL, ROLLOUT_PLURAL
 from promptloop.crashpoints import CrashPoint
 from promptloop.k8s.client import Kube, NotFound
@@ -37,7 +38,6 @@ from promptloop.rollout.advance import (
     advance,
     after_router,
     orphaned,
-    weights_drifted,
 )
 from promptloop.rollout.effects import (
     ApplyManifests,
@@ -49,9 +49,13 @@ from promptloop.rollout.effects import (
     WriteProposalStatus,
     WriteRolloutStatus,
 )
-from promptloop.rollout.observations import RouterVersion
-from promptloop.routers.agentfield import AgentFieldRouter, RetryPolicy
-from promptloop.routers.base import RouterError, RouterForbidden, TrafficRouter
+from promptloop.routers.base import (
+    RouterError,
+    RouterForbidden,
+    Split,
+    TrafficRouter,
+    weights_drifted,
+)
 
 __all__ = ["Reconciler"]
 
@@ -86,8 +90,8 @@ class Reconciler:
         # Off unless PROMPTLOOP_CRASH_AFTER arms it (the chaos suite's exact kill points).
         self.crash_point = crash_point or CrashPoint.from_environment()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        # The router each rollout's last pass used (URL and token), for the weight guard.
-        self._routers: dict[tuple[str, str], tuple[str, str]] = {}
+        # The router each rollout's last pass used, for the weight guard.
+        self._routers: dict[tuple[str, str], TrafficRouter] = {}
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         """The lock that serialises passes of one rollout."""
@@ -101,26 +105,22 @@ class Reconciler:
     async def weights_drifted(
         self, namespace: str, name: str, *, node_id: str, status: Mapping[str, Any]
     ) -> bool:
-        """Whether AgentField's weights differ from what the last pass read back.
+        """Whether the router's weights differ from what the last pass read back.
 
-        This read-only check (one GET, no Kubernetes call) runs between passes so that a
-        re-registration's reset is re-asserted within seconds rather than an interval.
-        Unreachable or unknown: no drift (the pass reports it).
+        AgentField resets a version's weight to 100 on every (re-)registration; a GitOps sync
+        can put an HTTPRoute's weights back. This read-only check (one GET of the router, no
+        write) runs between passes so that drift is re-asserted within seconds rather than an
+        interval. Unreachable or unknown: no drift (the pass reports it).
         """
-        cached = self._routers.get((namespace, name))
-        if cached is None:
+        router = self._routers.get((namespace, name))
+        if router is None:
             return False
-        url, token = cached
-        router = AgentFieldRouter(
-            url, token, client=self.http, retry=RetryPolicy(attempts=1, backoff=())
-        )
         try:
-            listed = await router.list_versions(node_id)
+            actual = await router.read()
         except RouterError:
             return False
         return weights_drifted(
-            [VersionWeight.model_validate(w) for w in status.get("weights") or []],
-            [RouterVersion(v.version, v.weight, v.last_heartbeat) for v in listed],
+            [VersionWeight.model_validate(w) for w in status.get("weights") or []], actual
         )
 
     # ------------------------------------------------------------------------------------------
@@ -135,9 +135,8 @@ class Reconciler:
                 return
             gathered = await self.gatherer.gather(raw, cause=cause)
             rollout = gathered.observations.rollout
-            agentfield = rollout.spec.router.agentfield
-            if gathered.token is not None and agentfield is not None:
-                self._routers[(namespace, name)] = (agentfield.url, gathered.token)
+            if gathered.router is not None:
+                self._routers[(namespace, name)] = gathered.router
             step = advance(gathered.observations)
             await self.execute(
                 step, rollout=rollout, router=gathered.router, now=gathered.observations.now
@@ -146,7 +145,8 @@ class Reconciler:
     async def mark_orphans(self, namespace: str, rollout_name: str) -> None:
         """Proposals that reference a rollout which does not exist become Invalid."""
         raw = await self.kube.list_proposals(namespace, rollout_name)
-        step = orphaned(namespace, rollout_name, [PromptProposal.model_validate(p) for p in raw])
+        proposals = [from_cluster(PromptProposal, p) for p in raw]
+        step = orphaned(namespace, rollout_name, proposals)
         await self.execute(step, namespace=namespace)
 
     # ------------------------------------------------------------------------------------------
@@ -199,13 +199,13 @@ class Reconciler:
                 case WriteProposalStatus(name=name, status=proposal_status):
                     await self._patch_status(PROPOSAL_PLURAL, namespace, name, proposal_status)
                 case CountDecision(verdict=verdict):
-                    self.metrics.count_decision(verdict)
+                    assert rollout is not None
+                    self.metrics.count_decision(rollout, verdict)
             self.crash_point.after(type(effect).__name__)
         await self._post(events)
         if rollout is not None and status is not None:
-            self.metrics.observe_counts(rollout, status)
-            self.metrics.observe_weights(rollout, status)
-            self.metrics.observe_phase(rollout, status)
+            # Also removes the series of versions the status no longer names.
+            self.metrics.observe(rollout, status)
 
     async def _assert_weights(
         self, router: TrafficRouter | None, weights: AssertWeights
@@ -213,12 +213,13 @@ class Reconciler:
         """Write the split and read it back; a router error is a result, not a failure."""
         assert router is not None
         try:
-            readback = await router.apply_weights(
-                weights.node_id,
-                stable=weights.stable,
-                canary=weights.canary,
-                canary_percent=weights.canary_percent,
-                others=list(weights.others),
+            readback = await router.apply(
+                Split(
+                    stable=weights.stable,
+                    canary=weights.canary,
+                    canary_percent=weights.canary_percent,
+                    others=tuple(weights.others),
+                )
             )
         except RouterForbidden as error:
             return RouterResult(error=str(error), forbidden=True)
