@@ -112,8 +112,8 @@ MALFORMED: list[tuple[str, str, dict[str, Any], str]] = [
     (
         "two routers",
         "ar",
-        {"spec.router.gatewayAPI": {"httpRoute": "x"}},
-        'unknown field "spec.router.gatewayAPI"',
+        {"spec.router.gatewayAPI": {"httpRoute": "x", "port": 8080}},
+        "exactly one router must be set",
     ),
     (
         "router URL not http",
