@@ -38,6 +38,7 @@ from promptloop.render.challenger import (
 )
 from promptloop.rollout.observations import Counters, Observations, Rendering, RouterVersion
 from promptloop.rollout.phases import PROPOSAL_TERMINAL
+from promptloop.rollout.queue import queue_key
 from promptloop.routers.agentfield import AgentFieldRouter, AgentFieldTraffic, RetryPolicy
 from promptloop.routers.base import Readiness, RouterError, RouterForbidden, TrafficRouter
 from promptloop.routers.gatewayapi import GatewayApiRouter
@@ -184,7 +185,7 @@ class Gatherer:
                 for p in raw
                 if p.get("spec", {}).get("rolloutRef", {}).get("name") == rollout.metadata.name
             ),
-            key=lambda p: (p.metadata.creation_timestamp or "", p.metadata.name),
+            key=queue_key,
         )
 
     async def token(self, rollout: AgentRollout) -> tuple[str | None, str | None]:

@@ -29,6 +29,7 @@ import httpx
 from promptloop.api import AgentRollout, PromptProposal, VersionWeight
 from promptloop.api.common import from_cluster
 from promptloop.constants import PROPOSAL_PLURAL, ROLLOUT_PLURAL
+from promptloop.crashpoints import CrashPoint
 from promptloop.k8s.client import Kube, NotFound
 from promptloop.observability import OperatorMetrics
 from promptloop.observe import Gatherer
@@ -77,6 +78,7 @@ class Reconciler:
         clock: Callable[[], datetime] = _now,
         router_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0),
         gatherer: Gatherer | None = None,
+        crash_point: CrashPoint | None = None,
     ) -> None:
         self.kube = kube
         self.http = http
@@ -85,6 +87,8 @@ class Reconciler:
         self.gatherer = gatherer or Gatherer(
             kube, http, clock=clock, router_retry_delays=router_retry_delays
         )
+        # Off unless PROMPTLOOP_CRASH_AFTER arms it (the chaos suite's exact kill points).
+        self.crash_point = crash_point or CrashPoint.from_environment()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         # The router each rollout's last pass used, for the weight guard.
         self._routers: dict[tuple[str, str], TrafficRouter] = {}
@@ -197,6 +201,7 @@ class Reconciler:
                 case CountDecision(verdict=verdict):
                     assert rollout is not None
                     self.metrics.count_decision(rollout, verdict)
+            self.crash_point.after(type(effect).__name__)
         await self._post(events)
         if rollout is not None and status is not None:
             # Also removes the series of versions the status no longer names.

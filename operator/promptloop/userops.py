@@ -64,6 +64,7 @@ from promptloop.api.promptproposal import PromptProposal
 from promptloop.constants import PROPOSAL_PLURAL, ROLLOUT_PLURAL
 from promptloop.k8s.sync import ClusterError, KubeRequestError, SyncKube
 from promptloop.output import OUTPUT_FORMATS, dump_document
+from promptloop.rollout.queue import queue_key
 from promptloop.view import (
     REJECT_ANNOTATION,
     REJECT_REASON_ANNOTATION,
@@ -215,7 +216,7 @@ class Cluster:
                 found.append(from_cluster(PromptProposal, item))
             except pydantic.ValidationError:
                 continue  # one malformed object must not hide the others
-        found.sort(key=lambda p: (p.metadata.creation_timestamp or "", p.metadata.name))
+        found.sort(key=queue_key)
         return found
 
     def stable_prompt(self, rollout: AgentRollout) -> tuple[str | None, str | None]:

@@ -149,13 +149,16 @@ class Scenario:
             }
         )
 
-    def start_operator(self, *extra_args: str) -> OperatorProcess:
+    def start_operator(
+        self, *extra_args: str, env: dict[str, str] | None = None
+    ) -> OperatorProcess:
         """Start an operator (watching only this namespace) and wait until it is live."""
         process = OperatorProcess(
             kubeconfig=self.operator_kubeconfig,
             namespace=self.namespace,
             log_path=self.log_dir / f"operator-{len(self.operators)}.log",
             extra_args=extra_args,
+            env=env,
         )
         self.operators.append(process)
         process.start()

@@ -299,8 +299,10 @@ class OperatorProcess:
         namespace: str,
         log_path: Path,
         extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
+        self.extra_env = env or {}
         self.namespace = namespace
         self.log_path = log_path
         self.extra_args = extra_args
@@ -312,7 +314,7 @@ class OperatorProcess:
         """Start, and wait until the liveness endpoint answers."""
         self.liveness_port = free_port()
         self.metrics_port = free_port()
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), **self.extra_env)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
