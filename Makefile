@@ -49,20 +49,31 @@ chart-lint: helm ## helm lint --strict the chart (defaults, and every option on)
 	  $$HELM lint --strict charts/promptloop --set 'watchNamespace=a\,b' --set improver.enabled=true \
 	    --set 'improver.targets[0].rollout=r' --set 'improver.targets[0].namespace=a' \
 	    --set approvalPolicy.enabled=true && \
+	  $$HELM lint --strict charts/promptloop --set observability.logFormat=json \
+	    --set observability.serviceMonitor.enabled=true --set observability.dashboard.enabled=true \
+	    --set crds.manage=true --set argocd.customizations.enabled=true && \
 	  $$HELM template promptloop charts/promptloop -n promptloop-system >/dev/null && \
 	  echo "chart OK"
 
+.PHONY: argocd
+argocd: $(STAMP) ## Regenerate manifests/argocd/argocd-cm.yaml and the chart's copy from the Lua
+	@$(PY) manifests/argocd/build.py
+
+.PHONY: krew
+krew: $(STAMP) ## Build dist/kubectl-promptloop-v<version>.tar.gz and update krew/promptloop.yaml
+	@$(PY) krew/build.py
+
 .PHONY: lint
 lint: $(STAMP) ## ruff, mypy --strict, and the layer contracts (import-linter, pyproject.toml)
-	@$(VENV)/bin/ruff check operator devenv tests bench examples
-	@$(VENV)/bin/ruff format --check operator devenv tests bench examples
+	@$(VENV)/bin/ruff check operator devenv tests bench examples krew manifests
+	@$(VENV)/bin/ruff format --check operator devenv tests bench examples krew manifests
 	@$(VENV)/bin/mypy
 	@PYTHONPATH=operator $(VENV)/bin/lint-imports --no-cache
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format the code with ruff
-	@$(VENV)/bin/ruff check --fix operator devenv tests bench examples
-	@$(VENV)/bin/ruff format operator devenv tests bench examples
+	@$(VENV)/bin/ruff check --fix operator devenv tests bench examples krew manifests
+	@$(VENV)/bin/ruff format operator devenv tests bench examples krew manifests
 
 .PHONY: cluster-build
 cluster-build: $(STAMP) ## Build (once, cached by version) etcd, kube-apiserver, controller-manager, scheduler, kwok
@@ -75,6 +86,10 @@ cluster-up: $(STAMP) ## Start the local Kubernetes control plane; kubeconfig in 
 .PHONY: cluster-down
 cluster-down: $(STAMP) ## Stop the local control plane and every process it started
 	@$(PROMPTLOOP) dev cluster down
+
+.PHONY: gateway-api-crds
+gateway-api-crds: $(STAMP) ## Install the Gateway API CRDs (standard channel, sigs.k8s.io/gateway-api, cached) into the local cluster
+	@$(PY) -m devenv.gatewayapi --kubeconfig $(PROMPTLOOP_KUBECONFIG)
 
 .PHONY: agentfield-up
 agentfield-up: $(STAMP) ## Start the AgentField stand-in on loopback; env in .cluster/agentfield.env
@@ -101,6 +116,14 @@ test-unit: $(STAMP) helm ## Run the fast tests that need no cluster
 .PHONY: test-integration
 test-integration: $(STAMP) cluster-build helm ## Run the tests against the real local API server
 	@KUBECONFIG=$(PROMPTLOOP_KUBECONFIG) $(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+# CHAOS_SEED picks the kill points, delays and fuzzed examples; the same seed repeats a run.
+CHAOS_SEED ?= 15
+
+.PHONY: chaos
+chaos: $(STAMP) cluster-build helm ## Faults at full budget (kills, control plane, proxy, fuzz, load, RBAC): table + bench/results/chaos.json
+	@PROMPTLOOP_CHAOS=full PROMPTLOOP_CHAOS_SEED=$(CHAOS_SEED) KUBECONFIG=$(PROMPTLOOP_KUBECONFIG) \
+	  $(PY) -m pytest tests/integration/chaos -p no:cacheprovider $(PYTEST_ARGS)
 
 ##@ Demo and benchmarks
 

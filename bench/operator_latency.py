@@ -5,7 +5,9 @@ ServiceAccount (the same harness the integration tests use):
 
 1. proposal applied -> its ConfigMap and Deployment present (p50/p99 over N proposals);
 2. approval (``spec.approved: true``) -> the ceiling weight written to AgentField (p50/p99 over N
-   approvals), measured by polling the connector's read-back;
+   approvals), measured by polling the connector's read-back; and the same on
+   ``spec.router.gatewayAPI``: approval -> the ceiling weight in the HTTPRoute, polled from the API
+   server (the Gateway API CRDs installed from ``sigs.k8s.io/gateway-api``);
 3. many rollouts ticking in one operator: tick lateness p50/p99 (from the operator's own
    ``promptloop_tick_lateness_seconds`` histogram) and resident memory.
 
@@ -31,12 +33,13 @@ sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]
 
 from kubernetes import client, config  # noqa: E402
 
-from devenv import cluster  # noqa: E402
+from devenv import cluster, gatewayapi  # noqa: E402
 from devenv.agentfield import start_agentfield, stop_agentfield  # noqa: E402
 from tests.conftest import KubeCluster  # noqa: E402
 from tests.integration.harness import (  # noqa: E402
     AgentSim,
     OperatorProcess,
+    gateway_operator_kubeconfig,
     service_account_kubeconfig,
     wait_for,
 )
@@ -237,6 +240,198 @@ def latency_bench(kube: KubeCluster, work: Path, count: int) -> dict[str, Any]:
         kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
+def gateway_latency_bench(kube: KubeCluster, work: Path, count: int) -> list[float]:
+    """Approval -> the ceiling weight in the HTTPRoute, over ``count`` gatewayAPI rollouts.
+
+    No Gateway API data plane runs here: each rollout's simulated traffic is split by its
+    HTTPRoute's weights as read back from the API server, and the ceiling is polled there too.
+    """
+    namespace = f"bench-gw-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", namespace)
+    gatewayapi.install(kube.kubeconfig, kubectl=str(Path(sys.executable).parent / "kubectl"))
+    config.load_kube_config(str(kube.kubeconfig))
+    custom, core = client.CustomObjectsApi(), client.CoreV1Api()
+    operator = OperatorProcess(
+        kubeconfig=gateway_operator_kubeconfig(kube, work / "gateway-kubeconfig"),
+        namespace=namespace,
+        log_path=work / "operator-gateway.log",
+    )
+    sims: list[AgentSim] = []
+
+    def route_weights(name: str) -> dict[str, int]:
+        route = custom.get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", namespace, "httproutes", name
+        )
+        refs = {r["name"]: r.get("weight", 1) for r in route["spec"]["rules"][0]["backendRefs"]}
+        weights: dict[str, int] = {}
+        for role in ("stable", "canary"):
+            selector = core.read_namespaced_service(f"{name}-{role}", namespace).spec.selector
+            version = (
+                selector.get("promptloop.dev/version") or selector["app.kubernetes.io/version"]
+            )
+            weights[version] = weights.get(version, 0) + refs[f"{name}-{role}"]
+        return weights
+
+    try:
+        kube.kubectl(
+            "apply",
+            "-n",
+            namespace,
+            "-f",
+            str(ROOT / "examples/samples/classifier-deployment.yaml"),
+        )
+        for index in range(count):
+            name = f"g{index}"
+            # One read of the route per second per rollout (each read is two API calls): the
+            # driver must not be what loads the API server.
+            sim = AgentSim(
+                "http://127.0.0.1:9", "unused", name, tick_seconds=1.0, requests_per_tick=200
+            )
+            sim.weights_source = lambda n=name: route_weights(n)  # type: ignore[misc]
+            sim.add_version("2.0.0", 0.3)
+            sims.append(sim)
+            custom.create_namespaced_custom_object(
+                "gateway.networking.k8s.io",
+                "v1",
+                namespace,
+                "httproutes",
+                {
+                    "apiVersion": "gateway.networking.k8s.io/v1",
+                    "kind": "HTTPRoute",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "parentRefs": [{"name": "agents"}],
+                        "rules": [
+                            {
+                                "backendRefs": [
+                                    {"name": f"{name}-stable", "port": 8000, "weight": 100},
+                                    {"name": f"{name}-canary", "port": 8000, "weight": 0},
+                                ]
+                            }
+                        ],
+                    },
+                },
+            )
+            manifest = rollout_manifest(name, name, "", sim.metrics_url, "1s", 30)
+            manifest["spec"]["router"] = {"gatewayAPI": {"httpRoute": name, "port": 8000}}
+            custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, "agentrollouts", manifest
+            )
+        operator.start()
+        for index, sim in enumerate(sims):
+            custom.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "promptproposals",
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "PromptProposal",
+                    "metadata": {"name": f"q{index}"},
+                    "spec": {
+                        "rolloutRef": {"name": f"g{index}"},
+                        "version": "2.1.0",
+                        "systemPrompt": f"Classify carefully, variant {index}. One word.",
+                    },
+                },
+            )
+            sim.add_version("2.1.0", 0.02)
+        print(f"  {count} gatewayAPI rollouts: waiting for every canary to hold", flush=True)
+        for index in range(count):
+            try:
+                wait_for(
+                    lambda i=index: (
+                        custom.get_namespaced_custom_object(  # type: ignore[misc]
+                            GROUP, VERSION, namespace, "promptproposals", f"q{i}"
+                        )
+                        .get("status", {})
+                        .get("phase")
+                        == "AwaitingApproval"
+                    ),
+                    timeout=240,
+                    what=f"q{index} awaiting approval",
+                    interval=0.2,
+                )
+            except AssertionError:
+                status = custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "agentrollouts", f"g{index}"
+                ).get("status", {})
+                print(
+                    "STATUS",
+                    status.get("phase"),
+                    status.get("message"),
+                    status.get("decision"),
+                    status.get("weights"),
+                    [
+                        (c["type"], c["status"], c.get("message"))
+                        for c in status.get("conditions", [])
+                    ],
+                    sep="\n",
+                )
+                raise
+        for index in range(count):
+            custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "agentrollouts",
+                f"g{index}",
+                {"spec": {"canary": {"interval": "10s"}}},
+            )
+        for index in range(count):
+            wait_for(
+                lambda i=index: (
+                    lambda r: (
+                        r.get("status", {}).get("observedGeneration")  # type: ignore[misc]
+                        == r["metadata"]["generation"]
+                    )
+                )(
+                    custom.get_namespaced_custom_object(
+                        GROUP, VERSION, namespace, "agentrollouts", f"g{i}"
+                    )
+                ),
+                timeout=60,
+                what=f"g{index} reconciled at the new interval",
+                interval=0.1,
+            )
+        # Every canary holds at the gate: the traffic driver stops reading routes (its counters
+        # stay up: a pass reads them), so that only the operator's own work is timed.
+        for sim in sims:
+            sim.weights_source = dict
+
+        def canary_weight(name: str) -> int:
+            route = custom.get_namespaced_custom_object(
+                "gateway.networking.k8s.io", "v1", namespace, "httproutes", name
+            )
+            refs = route["spec"]["rules"][0]["backendRefs"]
+            return int(next(r for r in refs if r["name"] == f"{name}-canary").get("weight", 1))
+
+        approval: list[float] = []
+        for index in range(count):
+            started = time.monotonic()
+            custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "promptproposals",
+                f"q{index}",
+                {"spec": {"approved": True}},
+            )
+            wait_for(
+                lambda i=index: canary_weight(f"g{i}") >= 50,
+                timeout=30,  # type: ignore[misc]
+                what=f"ceiling weight in HTTPRoute g{index}",
+                interval=0.01,
+            )
+            approval.append(time.monotonic() - started)
+        return approval
+    finally:
+        operator.stop()
+        for sim in sims:
+            sim.close()
+        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
 def _histogram(metrics_text: str, name: str) -> list[tuple[float, float]]:
     buckets = []
     for line in metrics_text.splitlines():
@@ -339,6 +534,11 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=20, help="proposals/approvals to time")
     parser.add_argument("--rollouts", type=int, default=200, help="rollouts in the scale run")
     parser.add_argument("--seconds", type=float, default=60, help="length of the scale run")
+    parser.add_argument(
+        "--gateway-only",
+        action="store_true",
+        help="only approval -> ceiling weight on the Gateway API router (no AgentField, no scale)",
+    )
     args = parser.parse_args()
     cluster.build()
     state = cluster.up()
@@ -351,11 +551,25 @@ def main() -> int:
     )
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"latency: {args.count} proposals and approvals", flush=True)
-        latency = latency_bench(kube, Path(tmp), args.count)
-        print(f"scale: {args.rollouts} rollouts", flush=True)
-        results["scale"] = scale_bench(kube, Path(tmp), args.rollouts, args.seconds)
-    for key, goal in (("proposal_to_children_s", 2.0), ("approval_to_ceiling_s", 1.0)):
+        print(f"gatewayAPI: {args.count} approvals", flush=True)
+        latency: dict[str, Any] = {
+            "approval_to_route_ceiling_s": gateway_latency_bench(kube, Path(tmp), args.count)
+        }
+        if not args.gateway_only:
+            print(f"latency: {args.count} proposals and approvals", flush=True)
+            latency.update(latency_bench(kube, Path(tmp), args.count))
+            print(f"scale: {args.rollouts} rollouts", flush=True)
+            results["scale"] = scale_bench(kube, Path(tmp), args.rollouts, args.seconds)
+    with open("/proc/loadavg") as loadavg:
+        results["load_average_1m"] = float(loadavg.read().split()[0])
+    figures = (
+        ("approval_to_route_ceiling_s", 1.0, "approval -> ceiling in HTTPRoute"),
+        ("proposal_to_children_s", 2.0, "proposal -> ConfigMap+Deployment"),
+        ("approval_to_ceiling_s", 1.0, "approval -> ceiling weight"),
+    )
+    for key, goal, _label in figures:
+        if key not in latency:
+            continue
         values = latency[key]
         results[key] = {
             "n": len(values),
@@ -366,14 +580,23 @@ def main() -> int:
             "goal_p99": goal,
         }
     print()
-    print(f"{'figure':<34}{'p50':>9}{'p99':>9}{'goal':>10}")
-    for key, label in (
-        ("proposal_to_children_s", "proposal -> ConfigMap+Deployment"),
-        ("approval_to_ceiling_s", "approval -> ceiling weight"),
-    ):
+    print(f"load average (1 min) at the end: {results['load_average_1m']:.2f}")
+    print(f"{'figure':<34}{'p50':>9}{'p99':>9}{'max':>9}{'goal':>10}")
+    for key, _goal, label in figures:
+        if key not in results:
+            continue
         entry = results[key]
         goal = f"< {entry['goal_p99']}s"
-        print(f"{label:<34}{entry['p50']:>8.3f}s{entry['p99']:>8.3f}s{goal:>10}")
+        print(
+            f"{label:<34}{entry['p50']:>8.3f}s{entry['p99']:>8.3f}s{entry['max']:>8.3f}s{goal:>10}"
+        )
+    out_name = "operator-gateway.json" if args.gateway_only else "operator.json"
+    if "scale" not in results:
+        out = ROOT / "bench" / "results" / out_name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {out.relative_to(ROOT)}")
+        return 0
     scale = results["scale"]
     print(
         f"{'tick lateness (' + str(scale['rollouts']) + ' rollouts)':<34}"

@@ -28,11 +28,19 @@ Served routes:
 Quirks kept on purpose (each pinned by a test in ``tests/unit/test_agentfield_standin.py``):
 registration resets a version's weight to 100; the versions list repeats the smallest version;
 an unknown version answers 500; weight 0 and ``{}`` are accepted; health and lifecycle are
-node-wide; execute ignores weights and always calls the lexicographically smallest version.
+node-wide; execute ignores weights and always calls the lexicographically smallest version, and
+answers 503 ``node_unavailable`` when that row is inactive or offline; heartbeats reach the
+database at most once per 2 s **per node id** (not per version), and a heartbeat that carries a
+status also stamps the ``GetAgent`` row; an unknown route (a disabled connector's included)
+answers the control plane's 404 ``endpoint_not_found`` body; with an API key configured, every
+route but health and the connector needs it (401 otherwise).
+
+Line numbers marked "0.1.128" refer to ``Agent-Field/agentfield`` at v0.1.128-rc.3 (commit
+``586859fe``, the fork ``7vignesh/agentfield`` holds it); they are the newest read with lines.
 
 Simplifications (the real control plane does more): state is in memory; there is no HTTP health
 monitor (a heartbeat's status sets the node-wide health the way the status manager derives it);
-callback URLs are not probed; no API-key auth, DIDs, tag approval, ``/execute/async``, webhooks,
+callback URLs are not probed; no DIDs, tag approval, ``/execute/async``, webhooks,
 workflow records, vector memory, memory event history or SSE. The SDK's best-effort reports
 (``POST /api/v1/workflow/executions/events``, ``POST /api/v1/executions/{id}/logs``) answer 404;
 the SDK ignores that.
@@ -67,6 +75,7 @@ from aiohttp import web
 
 __all__ = [
     "DEV_CAPABILITIES",
+    "HEARTBEAT_DB_INTERVAL",
     "MEMORY_SCOPES",
     "STANDIN_NAME",
     "STANDIN_REASON",
@@ -108,6 +117,9 @@ _STATE_OF_LIFECYCLE = {
     "offline": "inactive",
 }
 _HEALTH_OF_STATE = {"active": "active", "inactive": "inactive", "stopping": "inactive"}
+
+# dbUpdateThreshold (handlers/nodes_heartbeat.go:37, 0.1.128), per node id.
+HEARTBEAT_DB_INTERVAL = 2.0
 
 _WEIGHT_MIN = 0
 _WEIGHT_MAX = 10000
@@ -361,8 +373,21 @@ class StandinState:
     executions: dict[str, ExecutionRecord] = field(default_factory=dict)
     # Open memory-events WebSockets.
     subscribers: list[MemorySubscriber] = field(default_factory=list)
+    # node id -> when its last heartbeat reached the "database" (the per-node throttle).
+    heartbeat_writes: dict[str, datetime] = field(default_factory=dict)
     _seq: int = 0
     _event_seq: int = 0
+
+    def heartbeat_slot(self, node_id: str, now: datetime) -> bool:
+        """Whether a heartbeat at ``now`` reaches the database: once per 2 s per node id.
+
+        ``HeartbeatCache.shouldUpdateDatabase`` (handlers/nodes_heartbeat.go:41-69, 0.1.128).
+        """
+        last = self.heartbeat_writes.get(node_id)
+        if last is not None and (now - last).total_seconds() < HEARTBEAT_DB_INTERVAL:
+            return False
+        self.heartbeat_writes[node_id] = now
+        return True
 
     def publish_memory_change(
         self,
@@ -565,6 +590,7 @@ class _Config:
     connector_token: str | None
     capabilities: Mapping[str, Capability]
     agent_call_timeout: float
+    api_key: str | None = None
 
 
 _STATE_KEY = web.AppKey("standin_state", StandinState)
@@ -581,6 +607,7 @@ def build_app(
     capabilities: Mapping[str, Capability] | None = None,
     agent_call_timeout: float = 90.0,
     state: StandinState | None = None,
+    api_key: str | None = None,
 ) -> web.Application:
     """Build the stand-in's aiohttp application.
 
@@ -596,6 +623,9 @@ def build_app(
         Seconds the execute route waits for an agent (the control plane's default is 90).
     state
         Existing state to serve (tests share it); a fresh one by default.
+    api_key
+        ``api.auth.api_key``: when set, every route except health and the connector needs it
+        (``X-API-Key`` or ``Authorization: Bearer``), as middleware/auth.go:20-135 (0.1.128).
 
     Returns
     -------
@@ -608,6 +638,7 @@ def build_app(
         connector_token=connector_token or None,
         capabilities=dict(DEV_CAPABILITIES if capabilities is None else capabilities),
         agent_call_timeout=agent_call_timeout,
+        api_key=api_key or None,
     )
     app.cleanup_ctx.append(_client_session)
     app[_SOCKETS_KEY] = set()
@@ -681,6 +712,36 @@ async def _standin_middleware(request: web.Request, handler: Handler) -> web.Str
     if fault is not None:
         fault.times -= 1
         response = _json(fault.body, status=fault.status)
+    elif config.api_key and not _api_key_ok(request, config.api_key):
+        # middleware/auth.go:121-134 (0.1.128): 401 with this body.
+        response = _json(
+            {
+                "error": "unauthorized",
+                "message": (
+                    "invalid or missing API key. Provide via X-API-Key header or "
+                    "Authorization: Bearer <token>"
+                ),
+            },
+            status=401,
+        )
+    elif request.match_info.http_exception is not None and (
+        request.match_info.http_exception.status == 404
+    ):
+        # No route matched: gin's NoRoute is Smart404Handler (handlers/agentic/discover.go:49-99,
+        # server/routes_ui.go:356, 0.1.128). A disabled connector is this too: its group is never
+        # registered (server/routes_connector.go:17-20).
+        response = _json(
+            {
+                "error": "endpoint_not_found",
+                "message": f"{request.method} {request.path} does not exist",
+                "suggestions": None,
+                "help": {
+                    "api_search": "GET /api/v1/agentic/discover?q=<keyword> — search all API "
+                    "endpoints",
+                },
+            },
+            status=404,
+        )
     elif (
         request.path.startswith(_CONNECTOR_PREFIX + "/")
         and config.connector_token
@@ -709,6 +770,23 @@ async def _standin_middleware(request: web.Request, handler: Handler) -> web.Str
     response.headers["X-AgentField-Standin"] = "1"
     state.requests.append((request.method, request.path, response.status))
     return response
+
+
+def _api_key_ok(request: web.Request, expected: str) -> bool:
+    """middleware/auth.go:30-121 (0.1.128): what needs no key, else X-API-Key or Bearer."""
+    path = request.path
+    if (
+        path == "/health"
+        or path.startswith("/api/v1/health")
+        or path.startswith(_CONNECTOR_PREFIX + "/")  # :83-86, the connector has its own token
+    ):
+        return True
+    provided = request.headers.get("X-API-Key", "")
+    if not provided:
+        authorization = request.headers.get("Authorization", "")
+        if authorization.startswith("Bearer "):
+            provided = authorization.removeprefix("Bearer ")
+    return _token_ok(provided, expected)
 
 
 def _token_ok(provided: str, expected: str) -> bool:
@@ -924,10 +1002,19 @@ async def _register(request: web.Request) -> web.StreamResponse:
 
 
 async def _heartbeat(request: web.Request) -> web.StreamResponse:
-    """``HeartbeatHandler`` (handlers/nodes_heartbeat.go:106-298).
+    """``HeartbeatHandler`` (handlers/nodes_heartbeat.go:106-298, 0.1.128).
 
-    ``last_heartbeat`` is updated for one ``(id, version)`` (storage/local.go:5053-5065); the
-    status moves lifecycle and health for the whole node (status_manager.go:441-496).
+    Two writes, both less per-version than they look:
+
+    - ``last_heartbeat`` reaches the database at most once per :data:`HEARTBEAT_DB_INTERVAL`
+      **per node id** (``shouldUpdateDatabase`` keys its cache by node id, :41-69, :141): the
+      version whose beat wins the slot is stamped, every other version's beat in that window is
+      acknowledged and dropped. Only a beat that wins the slot is checked for an unknown
+      version (404, :143-156).
+    - A beat that carries a status goes through ``StatusManager.UpdateFromHeartbeat`` (:185-229),
+      whose ``UpdateAgentStatus`` resolves ``GetAgent``'s row first (status_manager.go:336) and
+      persists ``last_heartbeat`` on *that* row (:439-443, :660-661): the smallest version is
+      stamped whoever sent the beat. Lifecycle and health move for the whole node.
     """
     state = request.app[_STATE_KEY]
     node_id = request.match_info["node_id"]
@@ -939,20 +1026,23 @@ async def _heartbeat(request: web.Request) -> web.StreamResponse:
         if ok and isinstance(body, dict):
             version = _str_field(body, "version")
             status = _str_field(body, "status")
-    row = state.rows.get((node_id, version)) if version else state.get_agent(node_id)
-    if row is None:
-        return _json({"error": "node not found"}, status=404)
     now = _now()
-    row.last_heartbeat = now
+    if state.heartbeat_slot(node_id, now):
+        row = state.rows.get((node_id, version)) if version else state.get_agent(node_id)
+        if row is None:
+            return _json({"error": "node not found"}, status=404)
+        row.last_heartbeat = now
     if status in _HEARTBEAT_STATUSES:
         current = state.get_agent(node_id)
-        # A "starting" heartbeat never demotes a ready/degraded node (status_manager.go:463-468).
+        if current is not None:
+            current.last_heartbeat = now
+        # A "starting" heartbeat never demotes a ready/degraded node (status_manager.go:498-503).
         regresses = (
             status == "starting"
             and current is not None
             and current.lifecycle_status in ("ready", "degraded")
         )
-        if not regresses:
+        if not regresses and current is not None:
             node_state = _STATE_OF_LIFECYCLE[status]
             health = _HEALTH_OF_STATE.get(node_state, "unknown")
             state.set_node_wide(node_id, health=health, lifecycle=status)
@@ -1488,6 +1578,28 @@ async def _execute(request: web.Request) -> web.StreamResponse:
             },
             status=503,
         )
+    if agent.health_status == "inactive" or agent.lifecycle_status == "offline":
+        # ensureAgentDispatchable (handlers/execute_agent_restart.go, Agent-Field/agentfield
+        # @ 04c90993), called from execute_prepare.go before any execution record exists; the
+        # body as writeExecutionError writes it (execute_test.go
+        # TestWriteExecutionError_NodeUnavailableIncludesRetryAfter). The row is GetAgent's:
+        # a dead smallest version refuses the whole node, whatever else is running.
+        message = (
+            f"agent node '{node_id}' is offline; start the node and retry"
+            if agent.health_status != "inactive"
+            else f"agent node '{node_id}' is not reachable (health: inactive); start the node "
+            "and retry"
+        )
+        return _json(
+            {
+                "error": "node_unavailable",
+                "message": message,
+                "error_category": "node_unavailable",
+                "retry_after": 1,
+            },
+            status=503,
+            headers={"Retry-After": "1"},
+        )
     if name in _ids(agent.reasoners):
         kind = "reasoners"
     elif name in _ids(agent.skills):
@@ -1756,6 +1868,7 @@ async def start_standin(
     capabilities: Mapping[str, Capability] | None = None,
     agent_call_timeout: float = 90.0,
     state: StandinState | None = None,
+    api_key: str | None = None,
 ) -> RunningStandin:
     """Serve the stand-in from the running event loop.
 
@@ -1773,6 +1886,8 @@ async def start_standin(
         Seconds the execute route waits for an agent.
     state
         State to serve (a fresh one by default).
+    api_key
+        Require this API key on every route but health and the connector.
 
     Returns
     -------
@@ -1784,6 +1899,7 @@ async def start_standin(
         capabilities=capabilities,
         agent_call_timeout=agent_call_timeout,
         state=state,
+        api_key=api_key,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

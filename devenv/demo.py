@@ -437,7 +437,7 @@ def stable_deployment(*, agentfield_url: str, model_base_url: str, model: str) -
     }
 
 
-PROMETHEUS_TOTAL = 'sum(classifier_requests_total{version="{{ version }}"})'
+PROMETHEUS_TOTAL = 'sum(classifier_outcomes_total{version="{{ version }}"})'
 PROMETHEUS_FAILED = 'sum(classifier_failures_total{version="{{ version }}"})'
 
 
@@ -781,7 +781,7 @@ class Demo:
         self.say(
             f"Prometheus at {self.prometheus.url} (pid {self.prometheus.pid}) scrapes every agent "
             "process's /metrics each second (the process kubelet keeps the target list); the "
-            "rollout reads classifier_requests_total and classifier_failures_total per version "
+            "rollout reads classifier_outcomes_total and classifier_failures_total per version "
             "with the prometheus provider"
         )
 

@@ -17,8 +17,11 @@ AgentField global memory and every graded request updates the version's outcome 
 fails the request (HTTP 500) and counts as a failure of the version, but is not logged as a miss.
 
 ``GET /metrics`` serves Prometheus counters labelled by version:
-``classifier_requests_total``, ``classifier_graded_total``, ``classifier_failures_total`` (label
-``reason``: ``miss`` or ``error``) and ``classifier_model_tokens_total`` (label ``kind``).
+``classifier_requests_total`` (on arrival), ``classifier_graded_total``,
+``classifier_outcomes_total`` (graded or failed: counted when the outcome is known, with the
+failure, as promptloop's counter contract asks; use it in ``totalQuery``),
+``classifier_failures_total`` (label ``reason``: ``miss`` or ``error``) and
+``classifier_model_tokens_total`` (label ``kind``).
 
 Run it: ``pip install -r requirements.txt`` in its own environment (the SDK's botocore and the
 operator's ``kubernetes`` client disagree about python-dateutil), then
@@ -68,6 +71,11 @@ FAILURES = Counter(
     "Misses (wrong label) and errors (model call failed)",
     ["version", "reason"],
 )
+OUTCOMES = Counter(
+    "classifier_outcomes",
+    "Requests whose outcome is recorded (graded or failed), counted with their failure",
+    ["version"],
+)
 TOKENS = Counter("classifier_model_tokens", "Model tokens used", ["version", "kind"])
 
 
@@ -95,6 +103,7 @@ async def classify(text: str, correct_label: str | None = None) -> dict[str, Any
             **config.model_options(),
         )
     except OpenAIError as error:
+        OUTCOMES.labels(config.version).inc()
         FAILURES.labels(config.version, "error").inc()
         await recorder.record(
             memory, Outcome(text=text, predicted="", expected=expected, error=True)
@@ -111,6 +120,7 @@ async def classify(text: str, correct_label: str | None = None) -> dict[str, Any
     outcome = Outcome(text=text, predicted=label, expected=expected)
     if outcome.graded:
         GRADED.labels(config.version).inc()
+        OUTCOMES.labels(config.version).inc()
     if outcome.miss:
         FAILURES.labels(config.version, "miss").inc()
     await recorder.record(memory, outcome)

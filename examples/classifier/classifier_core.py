@@ -16,6 +16,12 @@ failed updates two things in AgentField's **global** memory scope:
     A list, oldest first, of ``{"text", "predicted", "expected", "version"}``, one per miss,
     bounded to the newest 500: what ``promptloop improve --source agentfield`` reads.
 
+The counters follow promptloop's counter contract: a request is counted in ``total`` in the
+same write as ``failed``, once its outcome is known (the model answered and was graded, or the
+call failed), never when it arrives; and once per task: the agent makes one model call per
+request and does not retry it, and a caller that retries a failed request should send the
+retry without ``correct_label`` (ungraded, so uncounted) or count the task itself.
+
 Global scope on purpose: a plain ``app.memory.set`` inside a reasoner writes to the per-run
 *workflow* scope (the SDK always sends ``X-Workflow-ID``), where neither the operator nor the
 improver would ever find it.

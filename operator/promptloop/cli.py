@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
-__all__ = ["SUBCOMMAND_MODULES", "build_parser", "main"]
+__all__ = ["SUBCOMMAND_MODULES", "build_parser", "main", "version"]
 
 # Modules that contribute subcommands, in the order `promptloop --help` lists them.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "promptloop.runner",  # operator
     "promptloop.improver.command",  # improve
     "promptloop.userops",  # approve, reject, status, diff
+    "promptloop.listing",  # list
     # `dev` comes from the separate promptloop-devenv distribution (`make install`); the image
     # does not carry it, so there the subcommand is simply absent.
     "devenv.command",  # dev cluster|agentfield|llm|demo
@@ -33,8 +35,19 @@ MODULE_OF: dict[str, str] = {
     "reject": "promptloop.userops",
     "status": "promptloop.userops",
     "diff": "promptloop.userops",
+    "list": "promptloop.listing",
     "dev": "devenv.command",
 }
+
+
+def version() -> str:
+    """The installed distribution's version (the package's own when run from a source tree)."""
+    try:
+        return importlib.metadata.version("promptloop")
+    except importlib.metadata.PackageNotFoundError:
+        from promptloop import __version__
+
+        return __version__
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -42,6 +55,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="promptloop",
         description="Canary LLM agent prompt revisions behind evidence and a human gate.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"promptloop {version()}", help="print the version"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = [MODULE_OF[command]] if command in MODULE_OF else list(SUBCOMMAND_MODULES)
@@ -61,6 +77,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["--version"]:
+        # Without importing every subcommand's module (the improver's pulls in the openai SDK).
+        print(f"promptloop {version()}")
+        return 0
     command = next((a for a in arguments if not a.startswith("-")), None)
     parser = build_parser(command)
     args = parser.parse_args(arguments)

@@ -21,7 +21,8 @@ from typing import Any
 
 import httpx
 
-from promptloop.api import AgentRollout, CanaryStatus, PromptProposal
+from promptloop.api import AgentRollout, CanaryStatus, PromptProposal, RolloutPhase
+from promptloop.api.common import from_cluster
 from promptloop.constants import API_VERSION, PROPOSAL_KIND
 from promptloop.k8s.client import Kube, KubeError, NotFound
 from promptloop.metrics.base import MetricsProvider as EvidenceProvider
@@ -30,6 +31,7 @@ from promptloop.metrics.endpoint import ClientPool
 from promptloop.metrics.endpoint import resolve as resolve_endpoint
 from promptloop.metrics.providers import provider_for as evidence_provider_for
 from promptloop.render.challenger import (
+    LABEL_APP_VERSION,
     OwnerRef,
     PromptSourceKind,
     RenderError,
@@ -39,8 +41,10 @@ from promptloop.render.challenger import (
 )
 from promptloop.rollout.observations import Counters, Observations, Rendering, RouterVersion
 from promptloop.rollout.phases import PROPOSAL_TERMINAL
-from promptloop.routers.agentfield import AgentFieldRouter, RetryPolicy
-from promptloop.routers.base import RouterError, RouterForbidden, TrafficRouter
+from promptloop.rollout.queue import queue_key
+from promptloop.routers.agentfield import AgentFieldRouter, AgentFieldTraffic, RetryPolicy
+from promptloop.routers.base import Readiness, RouterError, RouterForbidden, TrafficRouter
+from promptloop.routers.gatewayapi import GatewayApiRouter
 
 __all__ = ["Gathered", "Gatherer"]
 
@@ -75,33 +79,54 @@ class Gatherer:
 
     async def gather(self, raw: dict[str, Any], *, cause: str) -> Gathered:
         """Everything :func:`~promptloop.rollout.advance.advance` decides from."""
-        rollout = AgentRollout.model_validate(raw)
+        # Fields a newer CRD added are ignored: an older operator keeps working (docs/upgrading.md).
+        rollout = from_cluster(AgentRollout, raw)
         now = self.clock()
         namespace = rollout.metadata.namespace or "default"
         status = rollout.status
         canary = status.canary
-        wants_counters = bool(
-            canary is not None and canary.weight is not None and canary.version
-        ) and not (canary is not None and canary.rolled_back)
+        # The evidence is read while a canary holds a weight, except in the pass an approver
+        # waits for: an approval given at the ceiling steps to it and leaves the evidence to the
+        # next tick, so that pass need not wait for the evidence provider.
+        wants_counters = (
+            canary is not None
+            and canary.weight is not None
+            and bool(canary.version)
+            and not canary.rolled_back
+            and not (cause == "approval" and status.phase is RolloutPhase.AWAITING_APPROVAL)
+        )
         stable_name = status.stable_deployment or rollout.spec.stable.deployment_name
 
         # Reads that depend on another run as chains, all chains at once: the pass waits for
-        # the longest chain (two round trips), not for rounds.
+        # the longest chain (two round trips), not for rounds. The Deployments are shared: the
+        # Gateway API router selects pods by their labels.
+        stable_read = asyncio.ensure_future(self.stable_deployment(namespace, stable_name))
+        challenger_read = asyncio.ensure_future(self.challenger_deployment(namespace, canary))
+
         async def router_chain() -> tuple[
             tuple[str | None, str | None],
             TrafficRouter | None,
             tuple[tuple[RouterVersion, ...] | None, str | None, bool],
+            Readiness | None,
         ]:
+            # AgentField needs the connector token; Gateway API needs none (None, no problem).
             token, problem = await self.token(rollout)
-            if token is None:
-                return (None, problem), None, (None, None, False)
-            router = self.router(rollout, token)
-            return (token, None), router, await self.versions(rollout, router)
+            if problem is not None:
+                return (None, problem), None, (None, None, False), None
+            stable: dict[str, Any] | None = None
+            challenger: dict[str, Any] | None = None
+            if rollout.spec.router.gateway_api is not None:
+                stable, _ = await stable_read
+                challenger = await challenger_read
+            router = self.router(rollout, token, stable=stable, challenger=challenger)
+            versions = await self.versions(rollout, router)
+            readiness = await self.readiness(router, canary)
+            return (token, None), router, versions, readiness
 
         async def stable_chain() -> tuple[
             tuple[dict[str, Any] | None, str | None], tuple[str | None, str | None]
         ]:
-            stable, problem = await self.stable_deployment(namespace, stable_name)
+            stable, problem = await stable_read
             if stable is None:
                 return (None, problem), (None, None)
             return (stable, None), await self.stable_prompt(rollout, stable)
@@ -113,7 +138,7 @@ class Gatherer:
 
         (
             proposals,
-            ((token, token_problem), router, (versions, router_problem, forbidden)),
+            ((token, token_problem), router, (versions, router_problem, forbidden), readiness),
             ((stable, stable_problem), (stable_prompt, prompt_problem)),
             challenger,
             (counters, counters_problem),
@@ -121,10 +146,10 @@ class Gatherer:
             self.proposals(rollout),
             router_chain(),
             stable_chain(),
-            self.challenger_deployment(namespace, canary),
+            challenger_read,
             evidence_chain(),
         )
-        usable = token is not None and stable is not None
+        usable = token_problem is None and stable is not None
         renderings = (
             self.renderings(rollout, proposals, stable) if usable and stable is not None else {}
         )
@@ -145,6 +170,11 @@ class Gatherer:
             counters=counters,
             counters_problem=counters_problem,
             renderings=renderings,
+            challenger_readiness=readiness,
+            router_orders_by_version_string=(
+                router.orders_by_version_string if router is not None else True
+            ),
+            router_drains_by_weight=router.drains_by_weight if router is not None else False,
         )
         return Gathered(observations, router, token)
 
@@ -157,17 +187,18 @@ class Gatherer:
         raw = await self.kube.list_proposals(namespace, rollout.metadata.name)
         return sorted(
             (
-                PromptProposal.model_validate(p)
+                from_cluster(PromptProposal, p)
                 for p in raw
                 if p.get("spec", {}).get("rolloutRef", {}).get("name") == rollout.metadata.name
             ),
-            key=lambda p: (p.metadata.creation_timestamp or "", p.metadata.name),
+            key=queue_key,
         )
 
     async def token(self, rollout: AgentRollout) -> tuple[str | None, str | None]:
-        """The connector token, or None and why not."""
+        """The connector token, or None and why not (None and no problem: no token needed)."""
         agentfield = rollout.spec.router.agentfield
-        assert agentfield is not None  # exactly one router, checked at admission
+        if agentfield is None:
+            return None, None  # Gateway API: the operator's own identity is enough
         ref = agentfield.token_secret_ref
         namespace = rollout.metadata.namespace or "default"
         try:
@@ -229,16 +260,38 @@ class Gatherer:
             return value, None
         return None, None
 
-    def router(self, rollout: AgentRollout, token: str) -> TrafficRouter:
-        """The rollout's traffic router, authenticated."""
+    def router(
+        self,
+        rollout: AgentRollout,
+        token: str | None,
+        *,
+        stable: dict[str, Any] | None = None,
+        challenger: dict[str, Any] | None = None,
+    ) -> TrafficRouter:
+        """The rollout's traffic router: AgentField (authenticated) or Gateway API."""
+        gateway = rollout.spec.router.gateway_api
+        if gateway is not None:
+            return GatewayApiRouter(
+                self.kube,
+                namespace=rollout.metadata.namespace or "default",
+                rollout=rollout.metadata.name,
+                rollout_uid=rollout.metadata.uid or "",
+                http_route=gateway.http_route,
+                port=gateway.port,
+                selectors=pod_selectors(rollout, stable, challenger),
+            )
         agentfield = rollout.spec.router.agentfield
-        assert agentfield is not None
+        assert agentfield is not None and token is not None
         delays = self.router_retry_delays
-        return AgentFieldRouter(
-            agentfield.url,
-            token,
+        return AgentFieldTraffic(
+            AgentFieldRouter(
+                agentfield.url,
+                token,
+                client=self.http,
+                retry=RetryPolicy(attempts=len(delays) + 1, backoff=delays),
+            ),
+            rollout.spec.agent.node_id,
             client=self.http,
-            retry=RetryPolicy(attempts=len(delays) + 1, backoff=delays),
         )
 
     async def versions(
@@ -246,16 +299,24 @@ class Gatherer:
     ) -> tuple[tuple[RouterVersion, ...] | None, str | None, bool]:
         """The router's versions of the agent, or None, why not, and whether it was a 403."""
         try:
-            listed = await router.list_versions(rollout.spec.agent.node_id)
+            if isinstance(router, AgentFieldTraffic):
+                listed = await router.listed()
+                found = tuple(RouterVersion(v.version, v.weight, v.last_heartbeat) for v in listed)
+            else:
+                found = tuple(RouterVersion(v, 0) for v in await router.known_versions())
         except RouterForbidden as error:
             return None, str(error), True
         except RouterError as error:
             return None, str(error), False
-        return (
-            tuple(RouterVersion(v.version, v.weight, v.last_heartbeat) for v in listed),
-            None,
-            False,
-        )
+        return found, None, False
+
+    async def readiness(
+        self, router: TrafficRouter, canary: CanaryStatus | None
+    ) -> Readiness | None:
+        """What the router says about the canary's version (None: no canary to ask about)."""
+        if canary is None or not canary.version or canary.rolled_back:
+            return None
+        return await router.version_ready(canary.version)
 
     async def evidence_api_key(self, rollout: AgentRollout) -> str | None:
         """AgentField's API key for the memory provider, when the rollout names one."""
@@ -355,3 +416,31 @@ class Gatherer:
                 manifests=(rendered.config_map, rendered.deployment),
             )
         return renderings
+
+
+def pod_selectors(
+    rollout: AgentRollout,
+    stable: dict[str, Any] | None,
+    challenger: dict[str, Any] | None,
+) -> dict[str, dict[str, str]]:
+    """Version to the labels that select its pods, for the Services a Gateway API route uses.
+
+    The challenger's Deployment selects its own pods (``promptloop.dev/rollout`` and
+    ``promptloop.dev/version``). A user's stable Deployment usually selects by something like
+    ``app: classifier``, which the challenger's pods (cloned from its template) carry too, so
+    the stable Service adds ``app.kubernetes.io/version: <stable version>``: the challenger's
+    template overrides it, the stable's pods must carry it (README, Gateway API).
+    """
+    selectors: dict[str, dict[str, str]] = {}
+    stable_version = rollout.status.stable_version or rollout.spec.stable.version
+    if stable is not None:
+        labels = dict(stable.get("spec", {}).get("selector", {}).get("matchLabels") or {})
+        if "promptloop.dev/version" not in labels:
+            labels[LABEL_APP_VERSION] = stable_version
+        selectors[stable_version] = labels
+    canary = rollout.status.canary
+    if challenger is not None and canary is not None and canary.version:
+        labels = dict(challenger.get("spec", {}).get("selector", {}).get("matchLabels") or {})
+        if labels:
+            selectors[canary.version] = labels
+    return selectors

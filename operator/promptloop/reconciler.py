@@ -28,7 +28,9 @@ from typing import Any
 import httpx
 
 from promptloop.api import AgentRollout, PromptProposal, VersionWeight
+from promptloop.api.common import from_cluster
 from promptloop.constants import PROPOSAL_PLURAL, ROLLOUT_PLURAL
+from promptloop.crashpoints import CrashPoint
 from promptloop.k8s.client import Kube, NotFound
 from promptloop.metrics.endpoint import ClientPool
 from promptloop.notify.dispatch import Notifier
@@ -40,7 +42,6 @@ from promptloop.rollout.advance import (
     advance,
     after_router,
     orphaned,
-    weights_drifted,
 )
 from promptloop.rollout.effects import (
     ApplyManifests,
@@ -53,9 +54,13 @@ from promptloop.rollout.effects import (
     WriteProposalStatus,
     WriteRolloutStatus,
 )
-from promptloop.rollout.observations import RouterVersion
-from promptloop.routers.agentfield import AgentFieldRouter, RetryPolicy
-from promptloop.routers.base import RouterError, RouterForbidden, TrafficRouter
+from promptloop.routers.base import (
+    RouterError,
+    RouterForbidden,
+    Split,
+    TrafficRouter,
+    weights_drifted,
+)
 
 __all__ = ["Reconciler"]
 
@@ -79,6 +84,7 @@ class Reconciler:
         router_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0),
         gatherer: Gatherer | None = None,
         notifier: Notifier | None = None,
+        crash_point: CrashPoint | None = None,
     ) -> None:
         self.kube = kube
         self.http = http
@@ -90,9 +96,11 @@ class Reconciler:
             kube, http, clock=clock, router_retry_delays=router_retry_delays, clients=self.clients
         )
         self.notifier = notifier
+        # Off unless PROMPTLOOP_CRASH_AFTER arms it (the chaos suite's exact kill points).
+        self.crash_point = crash_point or CrashPoint.from_environment()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        # The router each rollout's last pass used (URL and token), for the weight guard.
-        self._routers: dict[tuple[str, str], tuple[str, str]] = {}
+        # The router each rollout's last pass used, for the weight guard.
+        self._routers: dict[tuple[str, str], TrafficRouter] = {}
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         """The lock that serialises passes of one rollout."""
@@ -106,26 +114,22 @@ class Reconciler:
     async def weights_drifted(
         self, namespace: str, name: str, *, node_id: str, status: Mapping[str, Any]
     ) -> bool:
-        """Whether AgentField's weights differ from what the last pass read back.
+        """Whether the router's weights differ from what the last pass read back.
 
-        This read-only check (one GET, no Kubernetes call) runs between passes so that a
-        re-registration's reset is re-asserted within seconds rather than an interval.
-        Unreachable or unknown: no drift (the pass reports it).
+        AgentField resets a version's weight to 100 on every (re-)registration; a GitOps sync
+        can put an HTTPRoute's weights back. This read-only check (one GET of the router, no
+        write) runs between passes so that drift is re-asserted within seconds rather than an
+        interval. Unreachable or unknown: no drift (the pass reports it).
         """
-        cached = self._routers.get((namespace, name))
-        if cached is None:
+        router = self._routers.get((namespace, name))
+        if router is None:
             return False
-        url, token = cached
-        router = AgentFieldRouter(
-            url, token, client=self.http, retry=RetryPolicy(attempts=1, backoff=())
-        )
         try:
-            listed = await router.list_versions(node_id)
+            actual = await router.read()
         except RouterError:
             return False
         return weights_drifted(
-            [VersionWeight.model_validate(w) for w in status.get("weights") or []],
-            [RouterVersion(v.version, v.weight, v.last_heartbeat) for v in listed],
+            [VersionWeight.model_validate(w) for w in status.get("weights") or []], actual
         )
 
     # ------------------------------------------------------------------------------------------
@@ -140,9 +144,8 @@ class Reconciler:
                 return
             gathered = await self.gatherer.gather(raw, cause=cause)
             rollout = gathered.observations.rollout
-            agentfield = rollout.spec.router.agentfield
-            if gathered.token is not None and agentfield is not None:
-                self._routers[(namespace, name)] = (agentfield.url, gathered.token)
+            if gathered.router is not None:
+                self._routers[(namespace, name)] = gathered.router
             observations = gathered.observations
             if self.notifier is not None:
                 sinks = self.notifier.sinks_for(rollout.spec.notifications)
@@ -171,7 +174,7 @@ class Reconciler:
                 raw = await self.kube.get_rollout(namespace, name)
             except NotFound:
                 return
-            rollout = AgentRollout.model_validate(raw)
+            rollout = from_cluster(AgentRollout, raw)
             updated = notifications.record_attempt(
                 rollout.status.notifications,
                 record_id=record_id,
@@ -194,7 +197,8 @@ class Reconciler:
     async def mark_orphans(self, namespace: str, rollout_name: str) -> None:
         """Proposals that reference a rollout which does not exist become Invalid."""
         raw = await self.kube.list_proposals(namespace, rollout_name)
-        step = orphaned(namespace, rollout_name, [PromptProposal.model_validate(p) for p in raw])
+        proposals = [from_cluster(PromptProposal, p) for p in raw]
+        step = orphaned(namespace, rollout_name, proposals)
         await self.execute(step, namespace=namespace)
 
     # ------------------------------------------------------------------------------------------
@@ -247,16 +251,17 @@ class Reconciler:
                 case WriteProposalStatus(name=name, status=proposal_status):
                     await self._patch_status(PROPOSAL_PLURAL, namespace, name, proposal_status)
                 case CountDecision(verdict=verdict):
-                    self.metrics.count_decision(verdict)
+                    assert rollout is not None
+                    self.metrics.count_decision(rollout, verdict)
                 case Notify(records=records, spec=spec):
                     assert rollout is not None
                     if self.notifier is not None:
                         self.notifier.schedule(namespace, rollout.metadata.name, spec, records)
+            self.crash_point.after(type(effect).__name__)
         await self._post(events)
         if rollout is not None and status is not None:
-            self.metrics.observe_counts(rollout, status)
-            self.metrics.observe_weights(rollout, status)
-            self.metrics.observe_phase(rollout, status)
+            # Also removes the series of versions the status no longer names.
+            self.metrics.observe(rollout, status)
 
     async def _assert_weights(
         self, router: TrafficRouter | None, weights: AssertWeights
@@ -264,12 +269,13 @@ class Reconciler:
         """Write the split and read it back; a router error is a result, not a failure."""
         assert router is not None
         try:
-            readback = await router.apply_weights(
-                weights.node_id,
-                stable=weights.stable,
-                canary=weights.canary,
-                canary_percent=weights.canary_percent,
-                others=list(weights.others),
+            readback = await router.apply(
+                Split(
+                    stable=weights.stable,
+                    canary=weights.canary,
+                    canary_percent=weights.canary_percent,
+                    others=tuple(weights.others),
+                )
             )
         except RouterForbidden as error:
             return RouterResult(error=str(error), forbidden=True)

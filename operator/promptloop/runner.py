@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 from typing import Any
 
 __all__ = ["register", "run"]
@@ -16,16 +15,13 @@ def run(args: argparse.Namespace) -> int:
 
     import promptloop.handlers  # noqa: F401  (registers the handlers)
     from promptloop.handlers.startup import OPTIONS
+    from promptloop.observability import configure_logging
 
     OPTIONS.metrics_port = args.metrics_port
     OPTIONS.metrics_address = args.metrics_address
     if args.fast_router_retries:
         OPTIONS.router_retry_delays = (0.05, 0.1)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    kopf.configure(verbose=args.verbose)
+    configure_logging(args.log_format, verbose=args.verbose)
     namespaces = args.namespace or []
     liveness = f"http://{args.liveness_address}:{args.liveness_port}/healthz"
     asyncio.run(
@@ -50,5 +46,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics")
     parser.add_argument("--metrics-address", default="0.0.0.0")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per line, with the Kubernetes object it is about",
+    )
     parser.add_argument("--fast-router-retries", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(func=run)

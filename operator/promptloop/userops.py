@@ -8,6 +8,7 @@ Usage::
     promptloop status classifier -n demo         # the live view once
     promptloop status classifier -n demo -w      # redrawn in place until Ctrl-C
     promptloop status classifier --wait --timeout 30m   # CI: exit 0 promoted, 1 failed, 2 timeout
+    promptloop status classifier -o json         # the rollout and its proposal, for scripts
     promptloop diff classifier                   # stable prompt -> challenger prompt
     promptloop approve classifier                # approve the current canary's proposal
     promptloop reject classifier --reason "too terse on refunds"
@@ -63,9 +64,12 @@ from typing import Any, TypeVar
 import pydantic
 
 from promptloop.api.agentrollout import AgentRollout
+from promptloop.api.common import from_cluster
 from promptloop.api.promptproposal import PromptProposal
 from promptloop.constants import PROPOSAL_PLURAL, ROLLOUT_PLURAL
 from promptloop.k8s.sync import ClusterError, KubeRequestError, SyncKube
+from promptloop.output import OUTPUT_FORMATS, dump_document
+from promptloop.rollout.queue import queue_key
 from promptloop.view import (
     REJECT_ANNOTATION,
     REJECT_REASON_ANNOTATION,
@@ -181,20 +185,29 @@ class Cluster:
                 message = f"{error.what}: HTTP {error.status}: {error.detail}"
             raise UserError(EXIT_ERROR, message) from None
 
+    def raw(self, kind: str, name: str) -> dict[str, Any]:
+        """An AgentRollout or PromptProposal exactly as the API server returned it (fields a
+        newer CRD added included); :class:`UserError` (exit 3) when it does not exist."""
+        plural = ROLLOUT_PLURAL if kind == "AgentRollout" else PROPOSAL_PLURAL
+        return self._call(
+            lambda: self.kube.get(plural, name, kind),
+            missing=f"{kind} {name} not found in namespace {self.namespace}",
+        )
+
+    def rollouts(self, *, all_namespaces: bool) -> list[dict[str, Any]]:
+        """Every AgentRollout of the namespace, or of the cluster, as returned."""
+        if all_namespaces:
+            return self._call(lambda: self.kube.list_all_namespaces(ROLLOUT_PLURAL, "AgentRollout"))
+        return self._call(lambda: self.kube.list(ROLLOUT_PLURAL, "AgentRollout"))
+
     def rollout(self, name: str) -> AgentRollout:
         """The AgentRollout; :class:`UserError` (exit 3) when it does not exist."""
-        raw = self._call(
-            lambda: self.kube.get(ROLLOUT_PLURAL, name, "AgentRollout"),
-            missing=f"AgentRollout {name} not found in namespace {self.namespace}",
-        )
+        raw = self.raw("AgentRollout", name)
         return _model(AgentRollout, raw, f"AgentRollout {self.namespace}/{name}")
 
     def proposal(self, name: str) -> PromptProposal:
         """The PromptProposal; :class:`UserError` (exit 3) when it does not exist."""
-        raw = self._call(
-            lambda: self.kube.get(PROPOSAL_PLURAL, name, "PromptProposal"),
-            missing=f"PromptProposal {name} not found in namespace {self.namespace}",
-        )
+        raw = self.raw("PromptProposal", name)
         return _model(PromptProposal, raw, f"PromptProposal {self.namespace}/{name}")
 
     def proposals(self, rollout: str) -> list[PromptProposal]:
@@ -205,10 +218,10 @@ class Cluster:
             if ((item.get("spec") or {}).get("rolloutRef") or {}).get("name") != rollout:
                 continue
             try:
-                found.append(PromptProposal.model_validate(item))
+                found.append(from_cluster(PromptProposal, item))
             except pydantic.ValidationError:
                 continue  # one malformed object must not hide the others
-        found.sort(key=lambda p: (p.metadata.creation_timestamp or "", p.metadata.name))
+        found.sort(key=queue_key)
         return found
 
     def stable_prompt(self, rollout: AgentRollout) -> tuple[str | None, str | None]:
@@ -291,7 +304,7 @@ class Cluster:
 
 def _model(model: type[ModelT], raw: Any, what: str) -> ModelT:
     try:
-        return model.model_validate(raw)
+        return from_cluster(model, raw)
     except pydantic.ValidationError as error:
         raise UserError(EXIT_ERROR, f"{what} does not have the expected shape: {error}") from None
 
@@ -361,6 +374,15 @@ def _status(args: argparse.Namespace) -> int:
     if args.watch and not interactive:
         _note("-w needs a terminal; printing the view once")
     snapshot = cluster.snapshot(args.name, args.proposal)
+    if args.output:
+        # Machine-readable: the objects as the API server returned them, not the view.
+        proposal = snapshot.proposal
+        document = {
+            "rollout": cluster.raw("AgentRollout", args.name),
+            "proposal": cluster.raw("PromptProposal", proposal.metadata.name) if proposal else None,
+        }
+        sys.stdout.write(dump_document(document, args.output))
+        return EXIT_OK
     if not args.watch or not interactive:
         sys.stdout.write(_render(snapshot, args, color=_use_color(args.color, sys.stdout)))
         return EXIT_OK
@@ -819,6 +841,12 @@ def register(subparsers: Any) -> None:
         help="with -w: redraw at least this often, in seconds (changes redraw at once; default 2)",
     )
     status.add_argument("--proposal", metavar="PP", help="show this proposal instead")
+    status.add_argument(
+        "-o",
+        "--output",
+        choices=OUTPUT_FORMATS,
+        help="print {rollout, proposal} as the API server returned them instead of the view",
+    )
     status.add_argument(
         "--history", type=int, default=5, metavar="N", help="history entries to show (default 5)"
     )

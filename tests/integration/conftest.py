@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
+from devenv import gatewayapi
 from devenv.agentfield import AgentFieldHandle, start_agentfield, stop_agentfield
 from tests.conftest import KUBECTL, KubeCluster
 from tests.integration.harness import (
     AgentSim,
     OperatorProcess,
+    gateway_operator_kubeconfig,
     service_account_kubeconfig,
     wait_for,
 )
@@ -69,11 +71,21 @@ class Scenario:
         token: str | None = None,
         honour_weights: bool = True,
         metrics: Callable[[AgentSim], dict[str, Any]] | None = None,
+        stable_version: str = "2.0.0",
+        via_execute: bool = False,
     ) -> None:
-        """Stable Deployment, token Secret, simulated agents (stable registered), rollout."""
+        """Stable Deployment, token Secret, simulated agents (stable registered), rollout.
+
+        ``via_execute`` sends the traffic through the stand-in's execute route, so AgentField
+        picks the version as it does for real (the smallest version string)."""
         self.agents = AgentSim(self.agentfield.url, self.agentfield.token, self.node_id)
         self.agents.honour_weights = honour_weights
-        self.agents.register("2.0.0", stable_failure_rate)
+        if via_execute:
+            # One request at a time through AgentField and back: fewer per tick keep the rate
+            # (about 50 per second) within what two shared cores serve.
+            self.agents.requests_per_tick = 5
+            self.agents.via_execute = True
+        self.agents.register(stable_version, stable_failure_rate)
         deployment = yaml.safe_load(
             (ROOT / "examples/samples/classifier-deployment.yaml").read_text()
         )
@@ -104,7 +116,7 @@ class Scenario:
                 "metadata": {"name": "classifier"},
                 "spec": {
                     "agent": {"nodeId": self.node_id},
-                    "stable": {"version": "2.0.0", "deploymentName": "classifier"},
+                    "stable": {"version": stable_version, "deploymentName": "classifier"},
                     "router": {
                         "agentfield": {
                             "url": self.agentfield.url,
@@ -142,7 +154,9 @@ class Scenario:
             }
         )
 
-    def start_operator(self, env: dict[str, str] | None = None) -> OperatorProcess:
+    def start_operator(
+        self, *extra_args: str, env: dict[str, str] | None = None
+    ) -> OperatorProcess:
         """Start an operator (watching only this namespace) and wait until it is live.
 
         ``env`` adds environment variables (the operator's notification sinks, say)."""
@@ -150,6 +164,7 @@ class Scenario:
             kubeconfig=self.operator_kubeconfig,
             namespace=self.namespace,
             log_path=self.log_dir / f"operator-{len(self.operators)}.log",
+            extra_args=extra_args,
             env=env,
         )
         self.operators.append(process)
@@ -271,3 +286,20 @@ def capture_status(request: pytest.FixtureRequest) -> Iterator[None]:
     namespace: str = request.getfixturevalue("namespace")
     with StatusRecorder(KUBECTL, kube.kubeconfig, namespace, STATUS_DIR):
         yield
+
+
+# -- Gateway API --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gateway_api(kube: KubeCluster) -> list[str]:
+    """The Gateway API CRDs installed (server-side apply, then Established)."""
+    return gatewayapi.install(kube.kubeconfig, kubectl=KUBECTL)
+
+
+@pytest.fixture(scope="session")
+def router_kubeconfig(
+    kube: KubeCluster, gateway_api: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A ServiceAccount holding the operator's ClusterRole as manifests/gateway-api ships it."""
+    return gateway_operator_kubeconfig(kube, tmp_path_factory.mktemp("gateway") / "kubeconfig")

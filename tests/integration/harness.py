@@ -87,6 +87,16 @@ class AgentSim:
     tick_seconds: float = 0.1
     versions: dict[str, VersionSim] = field(default_factory=dict)
     honour_weights: bool = True
+    # Send the traffic through the stand-in's execute route (POST /api/v1/execute/<node>.classify)
+    # instead of splitting it here: AgentField then picks the version, as it does for real.
+    via_execute: bool = False
+    # A client that calls this version directly, bypassing the split (over-exposure, whatever
+    # its cause: the operator judges the counters, not the router's promise).
+    route_all_to: str | None = None
+    # Where the split comes from (default: AgentField's connector). The Gateway API scenario
+    # reads the HTTPRoute's weights back from the API server: there is no gateway data plane
+    # here, so this driver splits by the route's read-back weights, named as such.
+    weights_source: Callable[[], dict[str, int]] | None = None
     serving: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -95,9 +105,50 @@ class AgentSim:
         sim = self
 
         class Handler(BaseHTTPRequestHandler):
+            def _answer(self, status: int, body: Any) -> None:
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _agent(self) -> tuple[VersionSim | None, str]:
+                # Each version's own address: /agent/<version>/... (its AgentField base_url).
+                _, _, version, *rest = self.path.split("/", 3)
+                with sim.lock:
+                    found = sim.versions.get(unquote(version))
+                return (found if found is not None and found.heartbeat else None), (
+                    "/" + rest[0] if rest else "/"
+                )
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                found, rest = self._agent() if self.path.startswith("/agent/") else (None, "")
+                if found is None or rest != "/reasoners/classify":
+                    self._answer(404, {"detail": "not found"})
+                    return
+                with sim.lock:
+                    # The version counts its own requests and failures, as a real agent would.
+                    found.total += 1
+                    found.carry += found.failure_rate
+                    failed = found.carry >= 1
+                    if failed:
+                        found.carry -= 1
+                        found.failed += 1
+                self._answer(200, {"version": found.version, "correct": not failed})
+
             def do_GET(self) -> None:
                 if self.path == "/metrics":
                     self._exposition()
+                    return
+                if self.path.startswith("/agent/"):
+                    found, rest = self._agent()
+                    if found is None or rest != "/health":
+                        self._answer(503 if rest == "/health" else 404, {"status": "down"})
+                        return
+                    self._answer(200, {"status": "healthy", "version": found.version})
                     return
                 version = unquote(self.path.rsplit("/", 1)[-1])
                 with sim.lock:
@@ -137,9 +188,8 @@ class AgentSim:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.metrics_url = (
-            f"http://127.0.0.1:{self.server.server_address[1]}/counts/{{{{ version }}}}"
-        )
+        self.address = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.metrics_url = f"{self.address}/counts/{{{{ version }}}}"
         # host:port of /metrics, the scrape target of a Prometheus server.
         self.scrape_target = f"127.0.0.1:{self.server.server_address[1]}"
         self._threads = [
@@ -161,7 +211,7 @@ class AgentSim:
             {
                 "id": self.node_id,
                 "team_id": "default",
-                "base_url": f"http://127.0.0.1:1/{version}",
+                "base_url": f"{self.address}/agent/{version}",
                 "version": version,
                 "reasoners": [{"id": "classify"}],
                 "skills": [],
@@ -176,8 +226,14 @@ class AgentSim:
             sim.failure_rate = failure_rate
             sim.heartbeat = True
 
+    def add_version(self, version: str, failure_rate: float) -> None:
+        """A version that serves traffic without registering anywhere (a Gateway API backend)."""
+        with self.lock:
+            sim = self.versions.setdefault(version, VersionSim(version, failure_rate))
+            sim.failure_rate = failure_rate
+
     def stop_heartbeat(self, version: str) -> None:
-        """The version's process stopped (its heartbeat goes stale)."""
+        """The version's process stopped: its heartbeat goes stale, its address stops answering."""
         with self.lock:
             if version in self.versions:
                 self.versions[version].heartbeat = False
@@ -212,16 +268,21 @@ class AgentSim:
 
     def _traffic(self) -> None:
         while not self._stop.wait(self.tick_seconds):
+            if self.via_execute:
+                self._execute_tick()
+                continue
             try:
-                weights = self.weights()
-            except OSError:
+                weights = self.weights_source() if self.weights_source else self.weights()
+            except Exception:
                 continue
             with self.lock:
                 live = {v: w for v, w in weights.items() if v in self.versions}
                 if not live:
                     continue
                 effective = {v: (w if w > 0 else 100) for v, w in live.items()}
-                if not self.honour_weights:
+                if self.route_all_to in effective:
+                    effective = {v: (1 if v == self.route_all_to else 0) for v in effective}
+                elif not self.honour_weights:
                     # AgentField's execute path: every call goes to the smallest version.
                     first = min(effective)
                     effective = {v: (1 if v == first else 0) for v in effective}
@@ -235,6 +296,15 @@ class AgentSim:
                     failed = int(failed_exact + 0.5)
                     sim.total += n
                     sim.failed += min(failed, n)
+
+    def _execute_tick(self) -> None:
+        """Calls through AgentField's execute route; whichever version it picks counts them."""
+        url = f"{self.agentfield_url}/api/v1/execute/{self.node_id}.classify"
+        for _ in range(self.requests_per_tick):
+            if self._stop.is_set():
+                return
+            with contextlib.suppress(OSError, ValueError):
+                _http("POST", url, {"input": {"text": "ticket"}})
 
     def close(self) -> None:
         """Stop traffic, heartbeats and the metrics server."""
@@ -252,18 +322,22 @@ class OperatorProcess:
         kubeconfig: Path,
         namespace: str,
         log_path: Path,
+        extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.extra_env = env or {}
         self.namespace = namespace
         self.log_path = log_path
+        self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
         self.liveness_port = 0
+        self.metrics_port = 0
 
     def start(self) -> None:
         """Start, and wait until the liveness endpoint answers."""
         self.liveness_port = free_port()
+        self.metrics_port = free_port()
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), **self.extra_env)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -279,8 +353,9 @@ class OperatorProcess:
                 "--metrics-address",
                 "127.0.0.1",
                 "--metrics-port",
-                str(free_port()),
+                str(self.metrics_port),
                 "--fast-router-retries",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -372,3 +447,60 @@ def service_account_kubeconfig(
         )
     )
     return path
+
+
+GATEWAY_ACCOUNT = "promptloop-operator-gateway"
+_MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+
+
+def kube_kubectl() -> str:
+    """The kubectl the tests use (installed beside the interpreter)."""
+    return str(Path(sys.executable).parent / "kubectl")
+
+
+def gateway_operator_kubeconfig(kube: Any, path: Path) -> Path:
+    """A ServiceAccount holding the operator's ClusterRole as manifests/gateway-api ships it."""
+    import yaml
+
+    rendered = subprocess.run(
+        [
+            kube_kubectl(),
+            "kustomize",
+            str(_MANIFESTS / "gateway-api"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    [role] = [
+        o
+        for o in yaml.safe_load_all(rendered)
+        if o and o["kind"] == "ClusterRole" and o["metadata"]["name"] == "promptloop-operator"
+    ]
+    role["metadata"] = {"name": GATEWAY_ACCOUNT}
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": GATEWAY_ACCOUNT},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": GATEWAY_ACCOUNT,
+        },
+        "subjects": [
+            {"kind": "ServiceAccount", "name": GATEWAY_ACCOUNT, "namespace": "promptloop-system"}
+        ],
+    }
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": GATEWAY_ACCOUNT, "namespace": "promptloop-system"},
+    }
+    kube.kubectl(
+        "apply",
+        "-f",
+        str(_MANIFESTS / "base" / "namespace.yaml"),
+    )
+    for obj in (account, role, binding):
+        kube.kubectl("apply", "-f", "-", stdin=json.dumps(obj))
+    return service_account_kubeconfig(kube, path, account=GATEWAY_ACCOUNT)

@@ -89,13 +89,31 @@ MALFORMED: list[tuple[str, str, dict[str, Any], str]] = [
         {"spec.canary.progressDeadline": "10x"},
         "spec.canary.progressDeadline",
     ),
+    (
+        "decision deadline shorter than the interval",
+        "ar",
+        {"spec.canary.decisionDeadline": "10s"},
+        "canary.decisionDeadline must be at least canary.interval",
+    ),
+    (
+        "malformed decision deadline",
+        "ar",
+        {"spec.canary.decisionDeadline": "4 hours"},
+        "spec.canary.decisionDeadline",
+    ),
+    (
+        "malformed outcome lag",
+        "ar",
+        {"spec.metrics.outcomeLag": "-5m"},
+        "spec.metrics.outcomeLag",
+    ),
     ("stable version not semver", "ar", {"spec.stable.version": "v2"}, "spec.stable.version"),
     ("no router", "ar", {"spec.router": {}}, "exactly one router must be set"),
     (
         "two routers",
         "ar",
-        {"spec.router.gatewayAPI": {"httpRoute": "x"}},
-        'unknown field "spec.router.gatewayAPI"',
+        {"spec.router.gatewayAPI": {"httpRoute": "x", "port": 8080}},
+        "exactly one router must be set",
     ),
     (
         "router URL not http",

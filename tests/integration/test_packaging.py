@@ -722,6 +722,43 @@ def test_only_the_approvers_group_may_approve(
     p4 = json.loads(run(alice, "get", "pp", "p4", "-o", "json").stdout)
     assert p4["metadata"]["annotations"]["promptloop.dev/approved-by"] == bot_user
 
+    # The other way to approve, the rollout's approve-canary annotation (its Argo CD action),
+    # is gated and stamped the same way; rejecting through the rollout stays open.
+    rollout = yaml.safe_load((ROOT / "examples" / "samples" / "agentrollout.yaml").read_text())
+    kube.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(rollout))
+    kube.kubectl(
+        "create",
+        "role",
+        "rollout-annotator",
+        "-n",
+        namespace,
+        "--verb=get,patch",
+        "--resource=agentrollouts.promptloop.dev",
+    )
+    kube.kubectl(
+        "create",
+        "rolebinding",
+        "rollout-annotator",
+        "-n",
+        namespace,
+        "--role=rollout-annotator",
+        f"--user={alice_name}",
+        f"--user={mallory_name}",
+    )
+    name = rollout["metadata"]["name"]
+    canary = f"promptloop.dev/approve-canary=p1@{'d' * 64}"
+    refused = run(mallory, "annotate", "ar", name, canary)
+    assert refused.returncode != 0
+    assert (
+        f"may approve a canary with promptloop.dev/approve-canary; {mallory_name} is not one"
+        in refused.stderr
+    ), refused.stderr
+    rejecting = run(mallory, "annotate", "ar", name, f"promptloop.dev/reject-canary=p1@{'d' * 64}")
+    assert rejecting.returncode == 0, rejecting.stderr
+    assert run(alice, "annotate", "ar", name, canary).returncode == 0
+    stamped = json.loads(run(alice, "get", "ar", name, "-o", "json").stdout)
+    assert stamped["metadata"]["annotations"]["promptloop.dev/approved-by"] == alice_name
+
 
 # -- manifests/ against the real API server ------------------------------------------------------
 

@@ -233,6 +233,16 @@ async def test_connector_routes_exist_only_with_a_token() -> None:
     running = await start_standin(connector_token=None)
     try:
         async with httpx.AsyncClient(base_url=running.url, verify=TLS) as client:
+            missing = await client.get(f"{C}/reasoners/classifier/versions", headers=AUTH)
+            # gin's NoRoute is Smart404Handler (Agent-Field/agentfield v0.1.128-rc.3
+            # control-plane/internal/handlers/agentic/discover.go:49-99, installed at
+            # server/routes_ui.go:356): not {"error":"agent not found"}, which an enabled
+            # connector answers for an unknown node (connector/handlers.go ListReasonerVersions).
+            assert missing.status_code == 404
+            body = missing.json()
+            assert body["error"] == "endpoint_not_found"
+            assert body["message"] == f"GET {C}/reasoners/classifier/versions does not exist"
+            assert "help" in body
             assert (await client.get(f"{C}/manifest", headers=AUTH)).status_code == 404
             assert (await client.get("/health")).json()["connector_enabled"] is False
     finally:
@@ -427,29 +437,63 @@ async def test_connector_node_reads(http: httpx.AsyncClient) -> None:
 # heartbeat, shutdown, node reads
 
 
-async def test_heartbeat_is_per_version_but_status_is_node_wide(http: httpx.AsyncClient) -> None:
-    """``last_heartbeat`` is updated ``WHERE id=? AND version=?`` (local.go:5053-5065); the
-    heartbeat's status moves lifecycle and health for the whole node (local.go:4936-4966,
-    5068-5098 via status_manager.go:441-496; ready → state active → health active,
-    types.go:356-365). Body as the SDK sends it (types.py HeartbeatData)."""
+async def test_heartbeats_reach_the_database_once_per_2s_per_node_not_per_version(
+    standin: RunningStandin, http: httpx.AsyncClient
+) -> None:
+    """``HeartbeatCache.shouldUpdateDatabase`` is keyed by node id, with
+    ``dbUpdateThreshold = 2 * time.Second`` (Agent-Field/agentfield v0.1.128-rc.3
+    control-plane/internal/handlers/nodes_heartbeat.go:37, :41-69, called at :141): the first
+    beat in a 2 s window stamps its own ``(id, version)`` row (:147-151, :177 →
+    ``processHeartbeatAsync`` :94); a second version's beat in the same window is acknowledged
+    and written nowhere. So a version's ``last_heartbeat`` says little about that version."""
     await register(http, "2.0.0")
     await register(http, "2.1.0")
     before = {v["version"]: v["last_heartbeat"] for v in (await versions(http)).json()["versions"]}
-    beat = await http.post(
-        "/api/v1/nodes/classifier/heartbeat",
-        json={
-            "status": "ready",
-            "timestamp": "2026-01-01T00:00:00",
-            "version": "2.1.0",
-            "instance_id": "inst-1",
-        },
-    )
+    url = "/api/v1/nodes/classifier/heartbeat"
+    first = await http.post(url, json={"version": "2.1.0", "instance_id": "inst-1"})
+    assert first.status_code == 200
+    assert first.json()["success"] is True
+    assert first.json()["message"] == "heartbeat received"
+    second = await http.post(url, json={"version": "2.0.0", "instance_id": "inst-0"})
+    assert second.status_code == 200  # acknowledged, but inside the node's 2 s window
+    after = {v["version"]: v["last_heartbeat"] for v in (await versions(http)).json()["versions"]}
+    assert after["2.1.0"] > before["2.1.0"]
+    assert after["2.0.0"] == before["2.0.0"]
+    # The window is per node: another node's beat is not held back by this one's.
+    await register(http, "1.0.0", id="other")
+    other_before = (await versions(http, "other")).json()["versions"][0]["last_heartbeat"]
+    await http.post("/api/v1/nodes/other/heartbeat", json={"version": "1.0.0"})
+    other_after = (await versions(http, "other")).json()["versions"][0]["last_heartbeat"]
+    assert other_after > other_before
+    # Once the window has passed (made to pass here rather than slept through), the next beat
+    # stamps its version.
+    standin.state.heartbeat_writes.clear()
+    await http.post(url, json={"version": "2.0.0", "instance_id": "inst-0"})
+    final = {v["version"]: v["last_heartbeat"] for v in (await versions(http)).json()["versions"]}
+    assert final["2.0.0"] > after["2.0.0"]
+
+
+async def test_a_status_heartbeat_stamps_the_smallest_row_and_moves_the_whole_node(
+    http: httpx.AsyncClient,
+) -> None:
+    """A beat with a status goes to ``StatusManager.UpdateFromHeartbeat``
+    (nodes_heartbeat.go:185-229, v0.1.128-rc.3), whose ``UpdateAgentStatus`` resolves
+    ``GetAgent``'s row first (services/status_manager.go:336) and persists ``last_heartbeat``
+    on that row's version (:439-443, ``persistStatus`` :660-661): 2.1.0's beat stamps 2.0.0,
+    every time, throttle or not. Lifecycle and health move for the whole node
+    (ready → state active → health active). Body as the SDK sends it (types.py HeartbeatData)."""
+    await register(http, "2.0.0")
+    await register(http, "2.1.0")
+    before = {v["version"]: v["last_heartbeat"] for v in (await versions(http)).json()["versions"]}
+    url = "/api/v1/nodes/classifier/heartbeat"
+    body = {"status": "ready", "timestamp": "2026-01-01T00:00:00", "instance_id": "inst-1"}
+    await http.post(url, json={**body, "version": "2.0.0"})  # takes the node's 2 s slot
+    middle = {v["version"]: v["last_heartbeat"] for v in (await versions(http)).json()["versions"]}
+    beat = await http.post(url, json={**body, "version": "2.1.0"})
     assert beat.status_code == 200
-    assert beat.json()["success"] is True
-    assert beat.json()["message"] == "heartbeat received"
     after = {v["version"]: v for v in (await versions(http)).json()["versions"]}
-    assert after["2.1.0"]["last_heartbeat"] > before["2.1.0"]
-    assert after["2.0.0"]["last_heartbeat"] == before["2.0.0"]
+    assert after["2.0.0"]["last_heartbeat"] > middle["2.0.0"]  # stamped by 2.1.0's beat
+    assert after["2.1.0"]["last_heartbeat"] == before["2.1.0"]  # its own row never was
     for version in ("2.0.0", "2.1.0"):
         assert after[version]["lifecycle_status"] == "ready"
         assert after[version]["health_status"] == "active"
@@ -470,15 +514,22 @@ async def test_starting_heartbeat_does_not_demote_a_ready_node(http: httpx.Async
     assert (node["lifecycle_status"], node["health_status"]) == ("offline", "inactive")
 
 
-async def test_heartbeat_for_an_unknown_version_is_404(http: httpx.AsyncClient) -> None:
-    """An unknown (node, version) → 404 ``{"error":"node not found"}``
-    (nodes_heartbeat.go:146-156); a body-less "simple" heartbeat is accepted (:126-133)."""
+async def test_heartbeat_for_an_unknown_version_is_404_only_when_it_wins_the_slot(
+    standin: RunningStandin, http: httpx.AsyncClient
+) -> None:
+    """An unknown (node, version) → 404 ``{"error":"node not found"}``, but only on a beat that
+    reaches the database (nodes_heartbeat.go:143-156, v0.1.128-rc.3); inside the node's 2 s
+    window nothing is looked up and the beat is acknowledged. A body-less "simple" heartbeat
+    is accepted (:126-133)."""
     await register(http, "2.0.0")
     missing = await http.post(
         "/api/v1/nodes/classifier/heartbeat", json={"status": "ready", "version": "9.9.9"}
     )
     assert missing.status_code == 404
     assert missing.json() == {"error": "node not found"}
+    again = await http.post("/api/v1/nodes/classifier/heartbeat", json={"version": "9.9.9"})
+    assert again.status_code == 200
+    standin.state.heartbeat_writes.clear()
     assert (await http.post("/api/v1/nodes/classifier/heartbeat")).status_code == 200
 
 
@@ -683,6 +734,36 @@ async def test_open_memory_events_socket_does_not_hold_shutdown() -> None:
 # execute
 
 
+async def test_memory_needs_the_api_key_when_one_is_configured() -> None:
+    """With ``api.auth.api_key`` set, ``APIKeyAuth`` (Agent-Field/agentfield v0.1.128-rc.3
+    control-plane/internal/server/middleware/auth.go:20-135) refuses a missing or wrong key with
+    401 ``unauthorized`` (:121-134) and takes it from X-API-Key or ``Authorization: Bearer``
+    (:101-112); health (:55-58) and the connector (:83-86) need none."""
+    running = await start_standin(connector_token=TOKEN, api_key="k3y")
+    try:
+        async with httpx.AsyncClient(base_url=running.url, verify=TLS) as client:
+            body = {"key": "k", "data": {"total": 1}, "scope": "global"}
+            refused = await client.post("/api/v1/memory/set", json=body)
+            assert refused.status_code == 401
+            assert refused.json()["error"] == "unauthorized"
+            wrong = await client.post(
+                "/api/v1/memory/get", json=body, headers={"X-API-Key": "nope"}
+            )
+            assert wrong.status_code == 401
+            stored = await client.post(
+                "/api/v1/memory/set", json=body, headers={"X-API-Key": "k3y"}
+            )
+            assert stored.status_code == 200
+            read = await client.post(
+                "/api/v1/memory/get", json=body, headers={"Authorization": "Bearer k3y"}
+            )
+            assert read.json()["data"] == {"total": 1}
+            assert (await client.get("/health")).status_code == 200
+            assert (await client.get(f"{C}/manifest", headers=AUTH)).status_code == 200
+    finally:
+        await running.close()
+
+
 def agent_app(
     version: str, *, status: int = 200, hang: asyncio.Event | None = None
 ) -> web.Application:
@@ -738,6 +819,37 @@ async def test_execute_ignores_weights_and_calls_the_smallest_version(
             assert body["result"]["workflow"] == body["run_id"]  # X-Workflow-ID = run id
             assert {"execution_id", "run_id", "duration_ms", "finished_at"} <= set(body)
             assert response.headers["X-Execution-ID"] == body["execution_id"]
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+async def test_execute_refuses_the_node_when_the_smallest_row_is_down(
+    http: httpx.AsyncClient,
+) -> None:
+    """``ensureAgentDispatchable`` (Agent-Field/agentfield @ 04c90993
+    control-plane/internal/handlers/execute_agent_restart.go), called in execute_prepare.go on
+    ``GetAgent``'s row before any execution exists: inactive health or an offline lifecycle →
+    503 ``node_unavailable`` with Retry-After 1, body as execute_test.go
+    TestWriteExecutionError_NodeUnavailableIncludesRetryAfter pins it. Health is node-wide, so a
+    shut-down version takes every version's traffic down with it."""
+    runners = []
+    try:
+        for version in ("2.0.0", "2.1.0"):
+            url, runner = await serve_app(agent_app(version))
+            runners.append(runner)
+            await register(http, version, base_url=url)
+        served = await http.post("/api/v1/execute/classifier.classify", json={"input": {}})
+        assert served.status_code == 200
+        await http.post("/api/v1/nodes/classifier/shutdown", json={"version": "2.1.0"})
+        refused = await http.post("/api/v1/execute/classifier.classify", json={"input": {}})
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"] == "1"
+        body = refused.json()
+        assert body["error"] == "node_unavailable"
+        assert body["error_category"] == "node_unavailable"
+        assert body["retry_after"] == 1
+        assert "classifier" in body["message"]
     finally:
         for runner in runners:
             await runner.cleanup()

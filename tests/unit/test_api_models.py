@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from promptloop.api import AgentRollout, CanaryPolicy, PromptProposal, RolloutPhase
-from promptloop.api.common import parse_duration
+from promptloop.api.common import from_cluster, parse_duration
 from promptloop.api.crdgen import crd_for, render_all
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,6 +76,30 @@ def test_unknown_spec_fields_are_errors() -> None:
     raw["spec"]["canary"]["stepSize"] = 3
     with pytest.raises(ValidationError, match="stepSize"):
         AgentRollout.model_validate(raw)
+
+
+def test_objects_read_from_the_cluster_ignore_fields_of_a_newer_crd() -> None:
+    # An older CLI (or operator) against a newer CRD: the API server returns fields this model
+    # does not know, at the top of the spec and nested; reading must keep working.
+    raw = _load("agentrollout.yaml")
+    raw["spec"]["canary"]["stepSize"] = 3
+    raw["spec"]["notifications"] = {"slack": {"channel": "#rollouts"}}
+    raw["status"] = {"phase": "Stable", "stableVersion": "2.0.0", "newerStatusField": {"a": 1}}
+    rollout = from_cluster(AgentRollout, raw)
+    assert rollout.spec.canary.max_step == raw["spec"]["canary"]["maxStep"]
+    assert rollout.status.phase is RolloutPhase.STABLE
+    assert "stepSize" not in str(rollout.to_wire())
+    proposal_raw = _load("promptproposal.yaml")
+    proposal_raw["spec"]["evidence"]["newEvidenceKind"] = [1, 2]
+    proposal_raw["spec"]["reviewers"] = ["alice"]
+    assert from_cluster(PromptProposal, proposal_raw).spec.version == "2.1.0"
+    # Known fields are still validated: a wrong type is an error, not ignored.
+    raw["spec"]["canary"]["maxStep"] = "lots"
+    with pytest.raises(ValidationError, match="maxStep"):
+        from_cluster(AgentRollout, raw)
+    # And without the read context, an unknown field stays an error (a typo in code).
+    with pytest.raises(ValidationError, match="reviewers"):
+        PromptProposal.model_validate(proposal_raw)
 
 
 @pytest.mark.parametrize(

@@ -124,6 +124,7 @@ def test_default_render_operator_deployment(helm: Helm) -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "Service",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
     }
@@ -382,3 +383,27 @@ def test_dockerfile_installs_the_package_and_runs_as_the_charts_user(helm: Helm)
     assert 'promptloop = "promptloop.cli:main"' in scripts
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert not {"operator", "pyproject.toml", "README.md"} & set(ignored)
+
+
+def test_gateway_api_rbac_only_when_enabled_and_equal_to_its_kustomization(helm: Helm) -> None:
+    def rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        [role] = [
+            o for o in only(objects, "ClusterRole") if o["metadata"]["name"].endswith("-operator")
+        ]
+        return list(role["rules"])
+
+    gateway_rules = [
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create", "patch"]},
+        {
+            "apiGroups": ["gateway.networking.k8s.io"],
+            "resources": ["httproutes"],
+            "verbs": ["get", "patch"],
+        },
+    ]
+    off = rules(helm.template())
+    on = rules(helm.template("--set", "routers.gatewayAPI.enabled=true"))
+    assert not any("services" in r["resources"] or "httproutes" in r["resources"] for r in off)
+    assert on == off + gateway_rules
+    assert rules(kustomize("manifests/gateway-api")) == on
+    # Only what the router needs: no delete, no list or watch, no other Gateway API kind.
+    assert all("delete" not in r["verbs"] for r in on)

@@ -73,10 +73,16 @@ CASES = [
     Case("below min_samples beats the guard", STABLE, Counts(49, 49), 10, False,
          Policy(max_failure_rate=0.1), Verdict.HOLD, 10, ("Need about 1 more samples",)),
     # --- the absolute guard -------------------------------------------------------------------
-    Case("guard exceeded rolls back", Counts(1000, 300), Counts(100, 21), 30, False,
+    Case("guard surely exceeded rolls back", Counts(1000, 300), Counts(100, 45), 30, False,
          Policy(max_failure_rate=0.2, floor=5), Verdict.ROLLBACK, 5,
-         ("21.0% (21/100) exceeds the 20.0% guard", "rolling back to 5%")),
-    Case("guard trumps better evidence", Counts(10000, 5000), Counts(1000, 210), 30, True,
+         ("45.0% (45/100) is surely above the 20.0% guard", "lower confidence bound",
+          "rolling back to 5%")),
+    # The guard acts on the canary's confidence bound, not its raw rate: 21/100 is above 20 %
+    # but could well be a 20 % rate (issue 12: a raw-rate guard rolled back 16 % of canaries
+    # whose true rate was 5 % under an 8 % guard).
+    Case("a rate above the guard by chance holds", Counts(1000, 300), Counts(100, 21), 30,
+         False, Policy(max_failure_rate=0.2, floor=5), Verdict.HOLD, 30, ("Inconclusive",)),
+    Case("guard trumps better evidence", Counts(10000, 5000), Counts(1000, 300), 30, True,
          Policy(max_failure_rate=0.2), Verdict.ROLLBACK, 0, ("guard",)),
     Case("rate equal to the guard is not above it", STABLE, Counts(1000, 100), 30, False,
          Policy(max_failure_rate=0.1), Verdict.HOLD, 30, ("Inconclusive",)),

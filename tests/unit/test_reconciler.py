@@ -8,7 +8,6 @@ server and stand-in in ``tests/integration``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +28,7 @@ from promptloop.rollout.effects import (
     WriteProposalStatus,
     WriteRolloutStatus,
 )
-from promptloop.routers.base import RouterUnavailable, VersionInfo
+from promptloop.routers.base import Readiness, RouterUnavailable, Split
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 NS = "agents"
@@ -162,32 +161,37 @@ class FakeKube:
 class FakeRouter:
     """A traffic router that remembers the split; ``down`` makes every call fail."""
 
+    kind = "fake"
+    drains_by_weight = False
+    orders_by_version_string = True
+
     def __init__(self, calls: list[tuple[str, ...]]) -> None:
         self.calls = calls
         self.weights: dict[str, int] = {"2.0.0": 100}
         self.down = False
 
-    async def list_versions(self, node_id: str) -> list[VersionInfo]:
+    async def known_versions(self) -> list[str]:
         if self.down:
             raise RouterUnavailable("connection refused")
-        return [VersionInfo(v, w, "ready", "ready", NOW, "") for v, w in self.weights.items()]
+        return list(self.weights)
 
-    async def apply_weights(
-        self,
-        node_id: str,
-        *,
-        stable: str,
-        canary: str | None,
-        canary_percent: int,
-        others: Sequence[str] = (),
-    ) -> list[VersionWeight]:
-        self.calls.append(("router", stable, str(canary), str(canary_percent)))
+    async def apply(self, split: Split) -> list[VersionWeight]:
+        self.calls.append(("router", split.stable, str(split.canary), str(split.canary_percent)))
         if self.down:
             raise RouterUnavailable("connection refused")
-        self.weights[stable] = 100 - canary_percent
-        if canary:
-            self.weights[canary] = canary_percent
+        self.weights[split.stable] = 100 - split.canary_percent
+        if split.canary:
+            self.weights[split.canary] = split.canary_percent
+        return await self.read()
+
+    async def read(self) -> list[VersionWeight]:
         return [VersionWeight(version=v, percent=float(w), raw=w) for v, w in self.weights.items()]
+
+    async def version_ready(self, version: str) -> Readiness:
+        return Readiness(version in self.weights, "Ready", "fake")
+
+    async def drain(self, version: str) -> None:
+        return None
 
     async def aclose(self) -> None:
         return None
@@ -200,7 +204,7 @@ class FakeGatherer(Gatherer):
         super().__init__(kube, httpx.AsyncClient(), clock=lambda: NOW)  # type: ignore[arg-type]
         self.fake_router = router
 
-    def router(self, rollout: AgentRollout, token: str) -> Any:
+    def router(self, rollout: AgentRollout, token: str | None, **_: Any) -> Any:
         return self.fake_router
 
 

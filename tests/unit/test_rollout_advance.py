@@ -55,6 +55,7 @@ from promptloop.rollout.phases import (
     iso,
     iso_precise,
 )
+from promptloop.routers.base import Readiness
 
 P = ProposalPhase
 R = RolloutPhase
@@ -155,6 +156,7 @@ def observe(
         "stable_prompt": "Classify the ticket.",
         "versions": tuple(RouterVersion(v, 100, now) for v in registered),
         "renderings": {p.metadata.name: rendering(p.spec.version) for p in proposals},
+        "challenger_readiness": router_readiness(rollout, registered),
     }
     return Observations(**{**values, **overrides})
 
@@ -179,6 +181,17 @@ def settled(obs: Observations) -> Observations:
     return replace(obs, proposals=proposals)
 
 
+def router_readiness(rollout: AgentRollout, registered: tuple[str, ...]) -> Readiness | None:
+    """What the router says about the canary's version in these tests' worlds: ready once
+    registered (the real probe of its own address is tested in test_router_protocol.py)."""
+    canary = rollout.status.canary
+    if canary is None or not canary.version:
+        return None
+    if canary.version in registered:
+        return Readiness(True, "Ready", f"{canary.version} registered and answers /health")
+    return Readiness(False, "NotRegistered", f"version {canary.version} is not registered")
+
+
 def canary_status(**values: Any) -> dict[str, Any]:
     base = {
         "proposal": "p1",
@@ -200,12 +213,24 @@ def in_canary(phase: str = "Progressing", *, window: bool = True, **canary: Any)
         "canary": canary_status(**canary),
     }
     if window:
-        status["window"] = {
-            "startedAt": iso(NOW - timedelta(minutes=5)),
-            "stableTotal": 0,
-            "stableFailed": 0,
-            "canaryTotal": 0,
-            "canaryFailed": 0,
+        # The evidence window opened at zero counters five minutes ago. Its one stratum holds
+        # no requests but the per-read sums of eleven reads whose failures were as variable as
+        # independent requests (dispersion 1), so the decision may rule on this pass's read
+        # (rollout/decision.py: no verdict before the dispersion is estimated).
+        opened = iso(NOW - timedelta(minutes=5))
+        status["evidence"] = {
+            "startedAt": opened,
+            "readAt": iso(NOW - timedelta(seconds=30)),
+            "stableLast": {"total": 0, "failed": 0},
+            "canaryLast": {"total": 0, "failed": 0},
+            "strata": [
+                {
+                    "weight": status["canary"]["weight"] or 0,
+                    "since": opened,
+                    "ticks": 11,
+                    "dispersion": [9.0, 0.0, 100.0, 10.0, 100.0],
+                }
+            ],
         }
     return status
 
@@ -705,6 +730,7 @@ class World:
             stable_prompt="Classify the ticket.",
             challenger_deployment=challenger,
             versions=tuple(RouterVersion(v, w, self.now) for v, w in self.router.items()),
+            challenger_readiness=router_readiness(self.rollout, tuple(self.router)),
             counters=counters,
             renderings={p.metadata.name: rendering(p.spec.version) for p in proposals},
         )
@@ -933,10 +959,17 @@ def test_a_whole_life_with_an_approval_at_the_ceiling_ends_promoted() -> None:
     world.run_pass("proposal")  # rendered
     world.run_pass("tick")  # ready: seeded at 10
     seen = []
-    for name in ["better", "wait", "better", "wait", "better", "approve"] + [
-        "wait",
-        "better",
-    ] * 4:
+    # The first read opens the evidence window, and no verdict comes before ten informative
+    # reads (the dispersion of the failures must be estimable): twelve passes with traffic.
+    for name in (
+        ["better"] * 12
+        + ["wait", "better", "wait", "better", "approve"]
+        + [
+            "wait",
+            "better",
+        ]
+        * 4
+    ):
         world.run_pass(world.event(name))
         world.check()
         seen.append(world.rollout.status.phase)
@@ -956,3 +989,162 @@ def test_a_whole_life_with_an_approval_at_the_ceiling_ends_promoted() -> None:
 def test_canary_status_rejects_no_fields_the_tests_use() -> None:
     # The helpers above build statuses through the API models, as the API server would store them.
     assert CanaryStatus.model_validate(canary_status()).weight == 10
+
+
+# --- AgentField's ordering: never over-exposed ----------------------------------------------------
+
+
+def _condition(step: Step, type_: str) -> Any:
+    assert step.status is not None
+    return next(c for c in step.status.conditions if c.type == type_)
+
+
+def test_a_version_agentfield_would_route_everything_to_is_invalid_before_rendering() -> None:
+    rollout = make_rollout({"phase": "Stable", "stableVersion": "2.9.0"})
+    proposal = make_proposal(version="2.10.0")
+    step = advance(observe(rollout, proposal, registered=("2.9.0",)))
+    assert proposal_phase(step) is P.INVALID
+    message = step.proposals["p1"].message or ""
+    assert "sorts, as a string, before the stable version 2.9.0" in message
+    assert "ORDER BY version='' desc, version ASC LIMIT 1" in message
+    assert "ApplyManifests" not in kinds(step)  # nothing rendered, nothing exposed
+    assert ("PromptProposal", "Invalid") in events(step)
+    assert step.status is not None and step.status.canary is None
+
+
+def test_a_version_below_a_still_registered_one_is_invalid_too() -> None:
+    rollout = make_rollout({"phase": "Stable"})
+    # 2.0.5 sorts after the stable 2.0.0 but before a 2.1.0 still registered from earlier.
+    step = advance(observe(rollout, make_proposal(version="2.0.5"), registered=(STABLE, "2.1.0")))
+    assert proposal_phase(step) is P.INVALID
+    assert "before version 2.1.0, still registered" in (step.proposals["p1"].message or "")
+
+
+def test_the_ordering_check_applies_only_to_a_router_that_routes_by_it() -> None:
+    rollout = make_rollout({"phase": "Stable", "stableVersion": "2.9.0"})
+    step = advance(
+        observe(
+            rollout,
+            make_proposal(version="2.10.0"),
+            registered=("2.9.0",),
+            router_orders_by_version_string=False,  # Gateway API splits by weight
+        )
+    )
+    assert proposal_phase(step) is P.RENDERED
+    assert "ApplyManifests" in kinds(step)
+
+
+def test_a_queued_proposal_is_checked_again_when_the_stable_version_changes() -> None:
+    queued = make_proposal(version="2.10.0", status={"phase": "Pending", "message": "queued"})
+    before = advance(observe(make_rollout({"phase": "Stable", "stableVersion": "2.1.0"}), queued))
+    assert proposal_phase(before) is P.RENDERED  # "2.1.0" < "2.10.0": fine so far
+    after = advance(
+        observe(
+            make_rollout({"phase": "Stable", "stableVersion": "2.9.0"}),
+            queued,
+            registered=("2.1.0", "2.9.0"),
+        )
+    )
+    assert proposal_phase(after) is P.INVALID
+
+
+def test_a_running_canary_that_now_sorts_first_is_withdrawn_at_once() -> None:
+    # The stable moved to 2.11.0 while 2.10.0 was being canaried: AgentField would now send
+    # everything to 2.10.0, before approval.
+    rollout = make_rollout(in_canary(version="2.10.0"))
+    rollout.status.stable_version = "2.11.0"
+    assert rollout.status.canary is not None
+    rollout.status.canary.version = "2.10.0"
+    step = advance(
+        observe(
+            rollout,
+            proposal_in("Canary", version="2.10.0"),
+            registered=("2.11.0", "2.10.0"),
+            challenger_deployment=READY,
+            counters=evidence("better"),
+        )
+    )
+    assert proposal_phase(step) is P.ROLLED_BACK
+    assert kinds(step)[0] == "ScaleToZero"  # taken out before anything else
+    verified = _condition(step, "TrafficVerified")
+    assert (verified.status.value, verified.reason) == ("False", "OverExposed")
+    assert ("AgentRollout", "OverExposed") in events(step)
+    assert step.status is not None and step.status.canary is None
+
+
+def test_observed_over_exposure_is_withdrawn_and_never_reaches_approval() -> None:
+    # At weight 40 (the next step would reach the ceiling of 50 and wait for approval), the
+    # canary served every request: far beyond its weight.
+    rollout = make_rollout(in_canary(weight=40, stepCanaryTotal=0, stepStableTotal=0))
+    counters = Counters(stable_total=0, stable_failed=0, canary_total=400, canary_failed=0)
+    step = advance(
+        observe(
+            rollout,
+            proposal_in("Canary", weight=40),
+            registered=(STABLE, "2.1.0"),
+            challenger_deployment=READY,
+            counters=counters,
+        )
+    )
+    assert proposal_phase(step) is P.ROLLED_BACK
+    assert step.status is not None
+    assert step.status.phase is R.ROLLED_BACK
+    assert "ScaleToZero" in kinds(step)
+    verified = _condition(step, "TrafficVerified")
+    assert (verified.status.value, verified.reason) == ("False", "OverExposed")
+    assert "400 of 400" in verified.message
+    waiting = _condition(step, "AwaitingApproval")
+    assert waiting.status.value == "False"
+
+
+def test_readiness_says_why_in_the_routers_words() -> None:
+    rollout = make_rollout(in_canary(weight=None, window=False))
+    for readiness, reason in [
+        (Readiness(False, "ConnectorDisabled", "404 endpoint_not_found"), "ConnectorDisabled"),
+        (Readiness(False, "NotRegistered", "version 2.1.0 is not registered"), "NotRegistered"),
+        (Readiness(False, "ProbeFailed", "answered 503"), "ProbeFailed"),
+    ]:
+        step = advance(
+            observe(
+                rollout,
+                proposal_in("Rendered", None),
+                challenger_deployment=READY,
+                challenger_readiness=readiness,
+            )
+        )
+        ready = _condition(step, "ChallengerReady")
+        assert (ready.status.value, ready.reason) == ("False", reason)
+        assert readiness.message in ready.message
+        assert step.status is not None and step.status.canary is not None
+        assert step.status.canary.weight is None  # not seeded
+    # The heartbeat is advisory: a registered version that answers is ready even with a stale
+    # (or absent) heartbeat in AgentField.
+    step = advance(
+        observe(
+            rollout,
+            proposal_in("Rendered", None),
+            challenger_deployment=READY,
+            versions=(RouterVersion(STABLE, 100, NOW), RouterVersion("2.1.0", 100, None)),
+            challenger_readiness=Readiness(True, "Ready", "2.1.0 answers /health"),
+        )
+    )
+    assert _condition(step, "ChallengerReady").status.value == "True"
+    assert proposal_phase(step) is P.CANARY
+
+
+def test_a_pass_without_the_evidence_holds_and_says_nothing_about_the_provider() -> None:
+    # The gatherer skips the evidence in an approval's pass (promptloop.observe); should that
+    # pass reach the evidence anyway, it holds without calling the provider unavailable.
+    step = advance(
+        observe(
+            CANARY_10,
+            proposal_in("Canary", approved=True),
+            registered=(STABLE, "2.1.0"),
+            cause="approval",
+            challenger_deployment=READY,
+        )
+    )
+    assert step.status is not None and step.status.canary is not None
+    assert step.status.canary.weight == 10
+    assert step.status.decision is not None and step.status.decision.verdict == "hold"
+    assert "MetricsAvailable" not in {c.type for c in step.status.conditions}

@@ -53,6 +53,7 @@ from promptloop.rollout.plan import (
     reject,
     roll_back,
     seed,
+    withdraw_exposure,
 )
 
 P = ProposalPhase
@@ -933,3 +934,45 @@ def test_seeding_at_the_ceiling_stays_below_it_until_approved() -> None:
     )
     assert outcome.rollout.canary is not None
     assert outcome.rollout.canary.weight == 49
+
+
+# --- over-exposure -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("floor", [0, 5, 20])
+@pytest.mark.parametrize(
+    ("phase", "proposal_phase"),
+    [(R.PROGRESSING, P.CANARY), (R.AWAITING_APPROVAL, P.AWAITING_APPROVAL)],
+)
+def test_over_exposure_drains_whatever_the_floor_and_never_promotes(
+    floor: int, phase: R, proposal_phase: P
+) -> None:
+    reason = "the canary served 100.0% of 40 requests at weight 10%"
+    outcome = withdraw_exposure(
+        rollout=rollout(phase, weight=10),
+        proposal=proposal(proposal_phase, weight=10),
+        policy=policy(floor=floor, initial_weight=max(floor, 5)),
+        reason=reason,
+        now=NOW,
+    )
+    check_transitions(phase, proposal_phase, outcome)
+    assert outcome.scale_challenger_to_zero
+    assert outcome.rollout.canary is None  # no weight left to re-assert
+    assert outcome.rollout.phase is R.ROLLED_BACK
+    assert outcome.proposal is not None
+    assert (outcome.proposal.phase, outcome.proposal.weight) == (P.ROLLED_BACK, 0)
+    verified = condition(outcome.rollout, "TrafficVerified")
+    assert verified is not None
+    assert (verified.status, verified.reason) == (ConditionStatus.FALSE, "OverExposed")
+    assert reason in (verified.message or "")
+    waiting = condition(outcome.rollout, "AwaitingApproval")
+    assert waiting is not None and waiting.status is ConditionStatus.FALSE
+    # The user is told, on both objects, as a warning.
+    assert {(n.on_proposal, n.reason, n.warning) for n in outcome.notices} == {
+        (False, "OverExposed", True),
+        (True, "OverExposed", True),
+    }
+    assert all("scaled to zero" in n.message for n in outcome.notices)
+    # A rolled-back proposal has no way back to AwaitingApproval or Promoted.
+    assert P.PROMOTED not in PROPOSAL_TRANSITIONS[P.ROLLED_BACK]
+    assert P.AWAITING_APPROVAL not in PROPOSAL_TRANSITIONS[P.ROLLED_BACK]

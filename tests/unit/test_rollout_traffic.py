@@ -1,7 +1,8 @@
 """Traffic verification: the canary's observed share of requests against its weight.
 
 A false alarm holds a healthy rollout, so a plausible split must always verify; only a router
-that gives the canary nothing (or grossly too little) is flagged.
+that gives the canary nothing (or grossly too little) is flagged, and, mirrored with the same
+care, one that gives it grossly more than its weight (over-exposure before approval).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def test_weight_zero_has_no_share_to_verify_however_much_traffic(canary: int, st
         (10, 10, 50),  # exactly MIN_REQUESTS
         (50, 950, 5),
         (40, 960, 5),  # a little low is noise, not a broken router
-        (100, 900, 5),  # more than its share is never a problem
+        (100, 900, 5),  # twice its share is biased, not over-exposed: stable keeps 90% of 95%
         (1000, 0, 100),
         (995, 5, 100),
         (300, 700, 30),
@@ -141,7 +142,9 @@ def test_more_canary_traffic_is_never_less_plausible(
         canary_requests=canary + 1, stable_requests=total - canary - 1, weight=weight
     )
     if fewer.verdict is V.VERIFIED:
-        assert more.verdict is V.VERIFIED
+        assert more.verdict in (V.VERIFIED, V.OVER_EXPOSED)
+    if fewer.verdict is V.OVER_EXPOSED:
+        assert more.verdict is V.OVER_EXPOSED
 
 
 @settings(max_examples=100, deadline=None)
@@ -153,7 +156,17 @@ def test_only_a_gross_and_significant_shortfall_is_flagged(
     check = verify_traffic(canary_requests=canary, stable_requests=total - canary, weight=weight)
     gross = canary < GROSS_FRACTION * weight / 100 * total
     significant = _z(canary, total, weight) < -Z_THRESHOLD
-    assert check.verdict is (V.NOT_HONOURED if gross and significant else V.VERIFIED)
+    # Mirrored: the stable version's share grossly and significantly below its weight.
+    gross_over = weight < 100 and (total - canary) < GROSS_FRACTION * (100 - weight) / 100 * total
+    significant_over = _z(canary, total, weight) > Z_THRESHOLD
+    expected = (
+        V.NOT_HONOURED
+        if gross and significant
+        else V.OVER_EXPOSED
+        if gross_over and significant_over
+        else V.VERIFIED
+    )
+    assert check.verdict is expected
 
 
 @settings(max_examples=100, deadline=None)
@@ -175,3 +188,50 @@ def test_a_router_that_ignores_weights_is_caught_once_a_few_hundred_requests_arr
     check = verify_traffic(canary_requests=0, stable_requests=total, weight=weight)
     if total >= 350:
         assert check.verdict is V.NOT_HONOURED
+
+
+@pytest.mark.parametrize(
+    ("canary", "stable", "weight"),
+    [
+        (1000, 0, 10),  # AgentField sends every call to the smallest version string: the canary
+        (20, 0, 10),  # caught at the first MIN_REQUESTS
+        (30, 0, 50),
+        (400, 100, 10),
+        (990, 10, 50),
+        (5000, 0, 99),  # near 100% it takes more requests to be significant
+    ],
+)
+def test_grossly_too_much_is_over_exposed(canary: int, stable: int, weight: int) -> None:
+    check = verify_traffic(canary_requests=canary, stable_requests=stable, weight=weight)
+    assert check.verdict is V.OVER_EXPOSED, check.message
+    total = canary + stable
+    assert check.observed_percent == pytest.approx(100 * canary / total)
+    assert f"served {canary} of {total}" in check.message
+    assert "exposed far beyond its weight" in check.message
+
+
+@settings(max_examples=100, deadline=None)
+@given(weights, st.integers(MIN_REQUESTS, 10**7), st.floats(GROSS_FRACTION, 1.0))
+def test_the_stable_keeping_half_its_share_is_never_over_exposure(
+    weight: int, total: int, fraction: float
+) -> None:
+    stable = math.ceil(total * (100 - weight) / 100 * fraction)
+    check = verify_traffic(canary_requests=total - stable, stable_requests=stable, weight=weight)
+    assert check.verdict is not V.OVER_EXPOSED, check.message
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 95), st.integers(MIN_REQUESTS, 100_000))
+def test_a_canary_that_takes_everything_is_caught_at_the_first_verifiable_window(
+    weight: int, total: int
+) -> None:
+    # The AgentField ordering hazard: the canary gets 100%. With none for the stable version,
+    # z = sqrt(n (1 - p) / p), so it is significant once n > Z^2 p / (1 - p): at the first
+    # verifiable window (MIN_REQUESTS) for any weight up to 50%, a few hundred requests at 95%.
+    check = verify_traffic(canary_requests=total, stable_requests=0, weight=weight)
+    p = weight / 100
+    # (a hair above the exact boundary, where z == Z up to floating-point rounding)
+    if total > Z_THRESHOLD**2 * p / (1 - p) + 1e-6:
+        assert check.verdict is V.OVER_EXPOSED, check.message
+    if weight <= 50:
+        assert check.verdict is V.OVER_EXPOSED, check.message

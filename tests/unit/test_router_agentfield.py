@@ -21,6 +21,7 @@ from devenv.agentfield_standin import RunningStandin, start_standin
 from promptloop.routers.agentfield import AgentFieldRouter, RetryPolicy, parse_go_time
 from promptloop.routers.base import (
     MIN_SHARE,
+    ConnectorDisabled,
     RouterError,
     RouterForbidden,
     RouterUnavailable,
@@ -323,10 +324,20 @@ async def test_connector_disabled_is_a_clear_error(shared: httpx.AsyncClient) ->
     running = await start_standin(connector_token=None)
     try:
         async with AgentFieldRouter(running.url, TOKEN, client=shared, retry=FAST) as router:
-            with pytest.raises(RouterError, match="connector enabled"):
+            with pytest.raises(ConnectorDisabled, match="connector is not enabled"):
                 await router.manifest()
+            # Not "nothing registered": the 404 body says endpoint_not_found, not agent not found.
+            with pytest.raises(ConnectorDisabled):
+                await router.list_versions("classifier")
     finally:
         await running.close()
+
+
+async def test_an_unregistered_node_is_no_versions_not_a_disabled_connector(
+    standin: RunningStandin, shared: httpx.AsyncClient
+) -> None:
+    async with AgentFieldRouter(standin.url, TOKEN, client=shared, retry=FAST) as router:
+        assert await router.list_versions("nobody-registered-this") == []
 
 
 async def test_the_token_never_leaks(

@@ -97,6 +97,16 @@ asserts the two are equal: change both together.
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- if .Values.routers.gatewayAPI.enabled }}
+# spec.router.gatewayAPI: the two Services the operator owns (<rollout>-stable/-canary), created
+# and repointed by server-side apply; the user's HTTPRoute, read and its weights applied.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, create, patch]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get, patch]
+{{- end }}
 {{- end -}}
 
 {{/*

@@ -28,6 +28,7 @@ from promptloop.api.notifications import NOTIFICATION_LIMIT, NotificationRecord,
 from promptloop.constants import API_VERSION, DEFAULT_PROMPT_ENV, ROLLOUT_KIND
 
 __all__ = [
+    "EVIDENCE_STRATA_LIMIT",
     "HISTORY_LIMIT",
     "AgentFieldMemoryMetrics",
     "AgentFieldRouter",
@@ -37,7 +38,11 @@ __all__ = [
     "AgentRolloutStatus",
     "CanaryPolicy",
     "CanaryStatus",
+    "CounterReading",
     "DecisionStatus",
+    "EvidenceStratum",
+    "EvidenceWindow",
+    "GatewayApiRouter",
     "HistoryEntry",
     "HttpMetrics",
     "MetricsSpec",
@@ -54,6 +59,9 @@ __all__ = [
 ]
 
 HISTORY_LIMIT = 20
+#: Strata kept in ``status.evidence``; beyond it the two oldest are merged (one per weight
+#: change, so a whole ladder of 5, 15, ..., 95, 100 plus a floor fits).
+EVIDENCE_STRATA_LIMIT = 24
 
 Percent = Annotated[int, Field(ge=0, le=100)]
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
@@ -141,6 +149,32 @@ class AgentFieldRouter(SpecModel):
     )
 
 
+class GatewayApiRouter(SpecModel):
+    """A Gateway API HTTPRoute the user owns, split between two Services the operator owns.
+
+    The route's rules send the agent's traffic to backendRefs named ``<rollout>-stable`` and
+    ``<rollout>-canary``; the operator creates those Services (selecting the stable version's
+    and the challenger's pods) and writes only the two backendRefs' ``weight`` fields, by
+    server-side apply under the field manager ``promptloop-router``.
+    """
+
+    http_route: str = Field(
+        alias="httpRoute",
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Name of the HTTPRoute (gateway.networking.k8s.io/v1) in this namespace.",
+    )
+    port: int = Field(
+        ge=1,
+        le=65535,
+        description=(
+            "The port the agent listens on; both Services expose it (port and targetPort) and "
+            "the route's backendRefs name it."
+        ),
+    )
+
+
 class RouterSpec(SpecModel):
     """Exactly one traffic backend."""
 
@@ -148,7 +182,7 @@ class RouterSpec(SpecModel):
         "json_schema_extra": {
             "x-kubernetes-validations": [
                 cel(
-                    "[has(self.agentfield)].filter(x, x).size() == 1",
+                    "[has(self.agentfield), has(self.gatewayAPI)].filter(x, x).size() == 1",
                     "exactly one router must be set",
                 ),
             ]
@@ -157,7 +191,18 @@ class RouterSpec(SpecModel):
 
     agentfield: AgentFieldRouter | None = Field(
         default=None,
-        description="Step weights through AgentField's connector API.",
+        description=(
+            "Step weights through AgentField's connector API. AgentField's execute route does "
+            "not read them: the operator verifies the split and refuses versions that would sort "
+            "first (see README)."
+        ),
+    )
+    gateway_api: GatewayApiRouter | None = Field(
+        default=None,
+        alias="gatewayAPI",
+        description=(
+            "Split real requests by weight with a Gateway API HTTPRoute (weight 0 drains)."
+        ),
     )
 
 
@@ -237,6 +282,17 @@ class MetricsSpec(SpecModel):
         }
     }
 
+    outcome_lag: Duration | None = Field(
+        default=None,
+        description=(
+            "For providers that cannot follow the counter contract (count a request in total "
+            "only when its outcome is recorded): the longest delay between a request being "
+            "counted and its failure being counted. After every weight change, counter "
+            "increments read within this delay are not used as evidence, so requests served "
+            "under the previous weight never count under the new one. Unset: the provider "
+            "follows the contract."
+        ),
+    )
     prometheus: PrometheusMetrics | None = Field(default=None, description="PromQL provider.")
     agentfield_memory: AgentFieldMemoryMetrics | None = Field(
         default=None,
@@ -270,6 +326,12 @@ class CanaryPolicy(SpecModel):
                     "duration(self.progressDeadline) >= duration(self.interval)",
                     "canary.progressDeadline must be at least canary.interval",
                     field_path=".progressDeadline",
+                ),
+                cel(
+                    "!has(self.decisionDeadline) || "
+                    "duration(self.decisionDeadline) >= duration(self.interval)",
+                    "canary.decisionDeadline must be at least canary.interval",
+                    field_path=".decisionDeadline",
                 ),
             ]
         }
@@ -320,7 +382,10 @@ class CanaryPolicy(SpecModel):
         default=None,
         ge=0,
         le=1,
-        description="Absolute guard: a challenger failing more often than this rolls back.",
+        description=(
+            "Absolute guard: a challenger whose failure rate is surely above this (its lower "
+            "confidence bound, at alpha/2, is above it) rolls back."
+        ),
     )
     non_inferiority_margin: float = Field(
         default=0.0,
@@ -329,6 +394,15 @@ class CanaryPolicy(SpecModel):
         description=(
             "How much worse (absolute failure rate) the challenger may be and still count as "
             "at least as good."
+        ),
+    )
+    decision_deadline: Duration | None = Field(
+        default=None,
+        description=(
+            "How long a canary may stay undecided: one still holding this long after it began "
+            "(inconclusive, too few samples, no data) is rolled back with reason "
+            "DecisionDeadline, so a worse challenger cannot keep its share for a day on too "
+            "little traffic. Unset: no deadline."
         ),
     )
     progress_deadline: Duration = Field(
@@ -421,6 +495,63 @@ class WindowBaseline(ApiModel):
     canary_failed: int = Field(default=0, ge=0, description="Canary's cumulative failures then.")
 
 
+class CounterReading(ApiModel):
+    """One version's cumulative counters as last read."""
+
+    total: int = Field(default=0, ge=0, description="Cumulative requests.")
+    failed: int = Field(default=0, ge=0, description="Cumulative failures.")
+
+
+class EvidenceStratum(ApiModel):
+    """The window's evidence while the canary held one weight: both versions saw the same
+    conditions, so they are compared within it (rollout/decision.py, Stratum)."""
+
+    weight: int = Field(ge=0, le=100, description="The canary's weight during the stratum.")
+    since: str = Field(description="When the weight came into force (RFC 3339).")
+    stable_total: int = Field(default=0, ge=0, description="Stable requests in it.")
+    stable_failed: int = Field(default=0, ge=0, description="Stable failures in it.")
+    canary_total: int = Field(default=0, ge=0, description="Canary requests in it.")
+    canary_failed: int = Field(default=0, ge=0, description="Canary failures in it.")
+    ticks: int = Field(
+        default=0, ge=0, description="Reads that carried information on the failures' split."
+    )
+    dispersion: list[float] = Field(
+        default_factory=list,
+        max_length=5,
+        description=(
+            "Per-read sums for the dispersion estimate: residual squares, residual x failures, "
+            "failures squared, variance, variance x failures squared."
+        ),
+    )
+
+
+class EvidenceWindow(ApiModel):
+    """The current canary's evidence as a compact ledger of counter increments.
+
+    Evidence is the sum of the non-negative increments between consecutive reads, per version
+    (Prometheus ``increase()``), grouped in one stratum per weight. A counter that went back
+    (a restart) loses only the increment in which it happened, and is counted in
+    ``stableResets``/``canaryResets``.
+    """
+
+    started_at: str = Field(description="When the window opened (RFC 3339).")
+    read_at: str | None = Field(default=None, description="When the counters were last read.")
+    stable_last: CounterReading = Field(description="Stable's counters at the last read.")
+    canary_last: CounterReading = Field(description="Canary's counters at the last read.")
+    strata: list[EvidenceStratum] = Field(
+        default_factory=list,
+        max_length=EVIDENCE_STRATA_LIMIT,
+        description="The evidence per weight, oldest first.",
+    )
+    stable_resets: int = Field(default=0, ge=0, description="Stable counter resets seen.")
+    canary_resets: int = Field(default=0, ge=0, description="Canary counter resets seen.")
+    skipped_reads: int = Field(
+        default=0,
+        ge=0,
+        description="Reads not used as evidence: within metrics.outcomeLag of a weight change.",
+    )
+
+
 class DecisionStatus(ApiModel):
     """The last verdict of the decision function and why."""
 
@@ -430,6 +561,26 @@ class DecisionStatus(ApiModel):
     samples_needed: int | None = Field(
         default=None,
         description="Estimated further samples per version before a verdict other than hold.",
+    )
+    interval: list[float] | None = Field(
+        default=None,
+        max_length=2,
+        description=(
+            "The confidence sequence for the difference in failure rates (canary minus "
+            "stable, as fractions) behind the verdict."
+        ),
+    )
+    strata: int | None = Field(
+        default=None,
+        ge=0,
+        description="How many strata (one per weight) the comparison combined.",
+    )
+    dispersion: float | None = Field(
+        default=None,
+        description=(
+            "How much more variable the failures are than independent requests (retries); "
+            "the interval is widened by it. 1 = not at all."
+        ),
     )
     decided_at: str | None = Field(default=None, description="When (RFC 3339).")
 
@@ -512,7 +663,14 @@ class AgentRolloutStatus(ApiModel):
         description="Other registered versions, held at the router's minimum share.",
     )
     counts: VersionCounts | None = Field(default=None, description="Counts in the window.")
-    window: WindowBaseline | None = Field(default=None, description="The window's baseline.")
+    window: WindowBaseline | None = Field(
+        default=None,
+        description="The window's baseline (superseded by evidence; kept for older objects).",
+    )
+    evidence: EvidenceWindow | None = Field(
+        default=None,
+        description="The current canary's evidence: counter increments per weight.",
+    )
     decision: DecisionStatus | None = Field(default=None, description="The last verdict.")
     history: list[HistoryEntry] = Field(
         default_factory=list,

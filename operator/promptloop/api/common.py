@@ -2,6 +2,9 @@
 
 The base model speaks camelCase on the wire (as Kubernetes objects do) and snake_case in Python.
 Spec models forbid unknown fields so that a typo is an error, never a silently ignored setting.
+Objects read back from the API server are the exception (:func:`from_cluster`): the API server
+has already validated them against the installed CRD, so a field the model does not know is a
+field of a newer CRD, and an older CLI or operator must keep working, ignoring it.
 """
 
 from __future__ import annotations
@@ -9,14 +12,22 @@ from __future__ import annotations
 import enum
 import re
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AliasGenerator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
 __all__ = [
     "DURATION_PATTERN",
+    "READ_FROM_CLUSTER",
     "SEMVER_PATTERN",
     "ApiModel",
     "Condition",
@@ -26,8 +37,12 @@ __all__ = [
     "SecretKeyRef",
     "SpecModel",
     "cel",
+    "from_cluster",
     "parse_duration",
 ]
+
+# Validation context for objects the API server returned (see the module docstring).
+READ_FROM_CLUSTER: dict[str, Any] = {"unknown_fields": "ignore"}
 
 # semver.org's recommended expression, without the leading "v" (versions are compared as
 # registered in AgentField, where "2.1.0" and "v2.1.0" would be two different versions).
@@ -95,9 +110,22 @@ class ApiModel(BaseModel):
 
 
 class SpecModel(ApiModel):
-    """Base of every spec model: unknown fields are an error."""
+    """Base of every spec model: unknown fields are an error, except when reading from the
+    cluster (validation context :data:`READ_FROM_CLUSTER`), where they are dropped."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unknown_fields_read_from_the_cluster(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict) or (info.context or {}).get("unknown_fields") != "ignore":
+            return data
+        known: set[str] = set()
+        for name, field in cls.model_fields.items():
+            known.add(name)
+            if field.alias:
+                known.add(field.alias)
+        return {key: value for key, value in data.items() if key in known}
 
 
 class ObjectMeta(BaseModel):
@@ -159,3 +187,24 @@ class Condition(ApiModel):
         default=None,
         description="The .metadata.generation this condition was computed from.",
     )
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def from_cluster(model: type[ModelT], raw: Any) -> ModelT:
+    """Validate an object read from the API server, ignoring fields a newer CRD added.
+
+    Parameters
+    ----------
+    model
+        The model class (``AgentRollout``, ``PromptProposal``).
+    raw
+        The object as the API server returned it.
+
+    Returns
+    -------
+    ModelT
+        The validated model; unknown fields, at any depth, are dropped rather than refused.
+    """
+    return model.model_validate(raw, context=READ_FROM_CLUSTER)

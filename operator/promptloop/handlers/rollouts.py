@@ -14,8 +14,15 @@ import kopf
 from promptloop.api.common import parse_duration
 from promptloop.constants import GROUP, ROLLOUT_PLURAL, VERSION
 from promptloop.reconciler import Reconciler
+from promptloop.rollout.canary_request import APPROVE_CANARY_ANNOTATION, REJECT_CANARY_ANNOTATION
 
-__all__ = ["WEIGHT_GUARD_SECONDS", "periodic_pass", "rollout_deleted", "spec_changed"]
+__all__ = [
+    "WEIGHT_GUARD_SECONDS",
+    "canary_request_changed",
+    "periodic_pass",
+    "rollout_deleted",
+    "spec_changed",
+]
 
 # How often, between passes, AgentField's weights are compared with status (one GET).
 WEIGHT_GUARD_SECONDS = 3.0
@@ -71,8 +78,20 @@ async def spec_changed(name: str, namespace: str | None, memo: Any, **_: Any) ->
     await memo.reconciler.reconcile(namespace or "default", name, cause="spec")
 
 
+@kopf.on.field(
+    GROUP, VERSION, ROLLOUT_PLURAL, field=("metadata", "annotations", APPROVE_CANARY_ANNOTATION)
+)
+@kopf.on.field(
+    GROUP, VERSION, ROLLOUT_PLURAL, field=("metadata", "annotations", REJECT_CANARY_ANNOTATION)
+)
+async def canary_request_changed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """The rollout's Argo CD approve/reject action ran: act on it now, as on spec.approved."""
+    await memo.reconciler.reconcile(namespace or "default", name, cause="approval")
+
+
 @kopf.on.delete(GROUP, VERSION, ROLLOUT_PLURAL, optional=True)
 async def rollout_deleted(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    """Forget the rollout; the user's Deployment is never touched."""
+    """Forget the rollout and its metric series; the user's Deployment is never touched."""
     memo.reconciler.forget(namespace or "default", name)
+    memo.metrics.forget(namespace or "default", name)
     await memo.reconciler.mark_orphans(namespace or "default", name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
@@ -17,6 +18,9 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from promptloop.constants import GROUP, PROPOSAL_PLURAL, ROLLOUT_PLURAL, VERSION
 
 __all__ = [
+    "FIELD_MANAGER",
+    "GATEWAY_API_GROUP_VERSION",
+    "ROUTER_FIELD_MANAGER",
     "Conflict",
     "Forbidden",
     "Invalid",
@@ -29,6 +33,38 @@ __all__ = [
 T = TypeVar("T")
 
 FIELD_MANAGER = "promptloop-operator"
+# The field manager of the HTTPRoute backendRef weights, and only of them: Argo CD is told to
+# ignore what this manager owns (ignoreDifferences.managedFieldsManagers), so a separate name
+# keeps every other field the operator writes under Argo CD's diff.
+ROUTER_FIELD_MANAGER = "promptloop-router"
+GATEWAY_API_GROUP_VERSION = "gateway.networking.k8s.io/v1"
+
+# Characters beyond the Basic Multilingual Plane (emoji, say). JSON can only write them as a
+# UTF-16 surrogate pair (\ud83d\ude00), which the API server's YAML decoder of an apply patch
+# refuses ("found invalid Unicode character escape code"); YAML writes them as \U0001f600.
+_ASTRAL = re.compile("([\U00010000-\U0010ffff])")
+
+
+def apply_patch_body(manifest: Any) -> bytes:
+    """``manifest`` as an ``application/apply-patch+yaml`` body the API server always decodes.
+
+    JSON is YAML, except for the surrogate-pair escapes ``json.dumps`` uses for characters beyond
+    U+FFFF; those are written as YAML's ``\\UXXXXXXXX`` instead. Everything else is plain
+    ASCII JSON (control characters escaped), which YAML reads as the same strings.
+    """
+    if isinstance(manifest, str):
+        inner = "".join(
+            f"\\U{ord(part):08x}" if _ASTRAL.fullmatch(part) else json.dumps(part)[1:-1]
+            for part in _ASTRAL.split(manifest)
+            if part
+        )
+        return f'"{inner}"'.encode()
+    if isinstance(manifest, dict):
+        items = (apply_patch_body(str(k)) + b":" + apply_patch_body(v) for k, v in manifest.items())
+        return b"{" + b",".join(items) + b"}"
+    if isinstance(manifest, list | tuple):
+        return b"[" + b",".join(apply_patch_body(v) for v in manifest) + b"]"
+    return json.dumps(manifest).encode()
 
 
 class KubeError(RuntimeError):
@@ -39,7 +75,7 @@ class KubeError(RuntimeError):
         self.status = status
 
 
-class NotFound(KubeError):
+class NotFound(KubeError, LookupError):
     """The object does not exist (404)."""
 
 
@@ -193,22 +229,63 @@ class Kube:
             path = f"/api/v1/namespaces/{namespace}/configmaps/{name}"
         elif kind == "Deployment":
             path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+        elif kind == "Service":
+            path = f"/api/v1/namespaces/{namespace}/services/{name}"
         else:
             raise ValueError(f"apply does not handle {kind}")
         return await self._request(
             "PATCH",
             path,
-            manifest,
-            "application/apply-patch+yaml",
+            # Pre-encoded (see apply_patch_body); the charset parameter makes the client send
+            # the bytes as they are instead of json.dumps-ing them again.
+            apply_patch_body(manifest),
+            "application/apply-patch+yaml; charset=utf-8",
             f"apply {kind} {namespace}/{name}",
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        )
+
+    # -- Gateway API -------------------------------------------------------------------------
+
+    async def get_http_route(self, namespace: str, name: str) -> dict[str, Any]:
+        """An HTTPRoute (gateway.networking.k8s.io/v1) as a plain dict."""
+        return await self._request(
+            "GET",
+            f"/apis/{GATEWAY_API_GROUP_VERSION}/namespaces/{namespace}/httproutes/{name}",
+            None,
+            "application/json",
+            f"get httproute {namespace}/{name}",
+        )
+
+    async def apply_http_route_rules(
+        self, namespace: str, name: str, *, rules: list[dict[str, Any]], resource_version: str
+    ) -> dict[str, Any]:
+        """Server-side apply a user's HTTPRoute's ``spec.rules`` as :data:`ROUTER_FIELD_MANAGER`.
+
+        The Gateway API CRDs declare ``rules`` and ``backendRefs`` atomic lists
+        (``x-kubernetes-list-type: atomic``), so an apply must carry the whole list: the caller
+        passes the rules it read with only the weights changed, and ``resourceVersion`` makes
+        the apply fail (409) rather than overwrite a change made since that read.
+        """
+        body = {
+            "apiVersion": GATEWAY_API_GROUP_VERSION,
+            "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
+            "spec": {"rules": rules},
+        }
+        return await self._request(
+            "PATCH",
+            f"/apis/{GATEWAY_API_GROUP_VERSION}/namespaces/{namespace}/httproutes/{name}",
+            body,
+            "application/apply-patch+yaml",
+            f"apply weights of httproute {namespace}/{name}",
+            query=[("fieldManager", ROUTER_FIELD_MANAGER), ("force", "true")],
         )
 
     async def _request(
         self,
         method: str,
         path: str,
-        body: dict[str, Any],
+        body: dict[str, Any] | bytes | None,
         content_type: str,
         what: str,
         *,

@@ -139,6 +139,19 @@ class SyncKube:
 
     # -- custom resources ----------------------------------------------------------------------
 
+    def list_all_namespaces(self, plural: str, what: str) -> list[dict[str, Any]]:
+        """Every custom object of a kind in every namespace the credentials may list."""
+        listing = cast(
+            dict[str, Any],
+            self._call(
+                f"listing {what}s in all namespaces",
+                lambda: self.custom.list_cluster_custom_object(
+                    GROUP, VERSION, plural, _request_timeout=TIMEOUT
+                ),
+            ),
+        )
+        return list(listing.get("items") or [])
+
     def get(self, plural: str, name: str, what: str) -> dict[str, Any]:
         """One of our custom objects."""
         return cast(

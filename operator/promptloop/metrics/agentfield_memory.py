@@ -13,6 +13,11 @@ treating that as "no data" would stall every canary at its start. Any other fail
 different 404 such as a missing route, 5xx, a connection error, a malformed value) is
 :class:`~promptloop.metrics.base.MetricsUnavailable`. The optional API key is sent as
 ``X-API-Key`` and never appears in a message.
+
+Counter contract (:mod:`promptloop.metrics.base`): the agent updates ``total`` and ``failed`` in
+one write, when the request's outcome is known (the example classifier's ``OutcomeRecorder``
+does), and once per task, not per retried attempt. A restarted agent that starts its counters
+again from zero is a reset the rollout survives.
 """
 
 from __future__ import annotations

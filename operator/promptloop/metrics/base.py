@@ -7,6 +7,22 @@ A provider answers one question: how many requests has this version served, and 
 them failed, since it started counting? The counters are cumulative; the rollout logic takes
 differences between ticks. A provider never answers zeros when it cannot tell: it raises
 :class:`MetricsUnavailable`, so "no data" and "no traffic" stay distinguishable.
+
+The counter contract (every provider; README "Evidence under real-world data")
+-------------------------------------------------------------------------------
+* **Outcomes, not arrivals.** A request is counted in ``total`` when its outcome is recorded,
+  in the same update as ``failed`` (or in the same scrape), never when it arrives. Counting
+  arrivals and failures later makes the version with more recent traffic (a canary that just
+  stepped up) look better than it is: in simulation a 30 %-worse challenger whose failures
+  arrived 5 ticks late was promoted every time. A source that cannot promise it is declared
+  with ``spec.metrics.outcomeLag``, the longest such delay; reads within it after a weight
+  change are then not evidence (``rollout/window.py``).
+* **Tasks, not attempts.** A task that is retried records one outcome, when its last attempt
+  is known. Where the source counts attempts, the decision estimates the extra variance from
+  the data (``rollout/decision.py``, :func:`~promptloop.rollout.decision.dispersion`).
+* **Cumulative, resets allowed.** A counter may restart from zero (a pod restart); the rollout
+  keeps the sum of non-negative increments between reads and loses only the increment in which
+  the reset happened.
 """
 
 from __future__ import annotations

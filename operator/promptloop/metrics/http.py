@@ -5,6 +5,10 @@ version (``2.0.0+build.1`` becomes ``2.0.0%2Bbuild.1``). The answer must be a JS
 cumulative, non-negative integer ``total`` and ``failed``, ``failed <= total``; anything else,
 and any non-2xx status (404 included: this provider cannot know what a 404 means), is
 :class:`~promptloop.metrics.base.MetricsUnavailable`.
+
+Counter contract (:mod:`promptloop.metrics.base`): the endpoint counts a request in ``total``
+when its outcome is recorded, together with ``failed``, once per task. If it counts arrivals,
+set ``spec.metrics.outcomeLag`` to the longest delay before a failure is counted.
 """
 
 from __future__ import annotations

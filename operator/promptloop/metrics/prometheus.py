@@ -12,6 +12,12 @@ but only because the query itself succeeded (``"status": "success"``): the serie
 exist yet, which is what a version that has served nothing looks like. A failed query, a
 non-finite or negative value, or ``failed > total`` is
 :class:`~promptloop.metrics.base.MetricsUnavailable`.
+
+Counter contract (:mod:`promptloop.metrics.base`): ``totalQuery`` must count requests whose
+outcome is recorded (the example classifier's ``classifier_outcomes_total``), not arrivals
+(``classifier_requests_total``); otherwise set ``spec.metrics.outcomeLag``. Query the raw
+counters (``sum(...)``), not ``rate()``: the operator takes the increments itself and treats a
+counter that goes back as a reset, as ``increase()`` does.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ proposals whose rollout does not exist.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from promptloop.api import (
@@ -45,8 +45,9 @@ from promptloop.constants import (
     REJECT_ANNOTATION,
 )
 from promptloop.rollout import notifications, plan
+from promptloop.rollout.canary_request import CanaryRequest, canary_approver, canary_request
 from promptloop.rollout.conditions import proposal_conditions, rollout_conditions
-from promptloop.rollout.decision import Counts, Policy, Verdict, decide
+from promptloop.rollout.decision import Policy, Verdict, decide
 from promptloop.rollout.effects import (
     ApplyManifests,
     AssertWeights,
@@ -59,13 +60,13 @@ from promptloop.rollout.effects import (
     WriteProposalStatus,
     WriteRolloutStatus,
 )
+from promptloop.rollout.exposure import ordering_problem
 from promptloop.rollout.observations import Observations, RouterVersion
 from promptloop.rollout.phases import PROPOSAL_TERMINAL, iso, proposal_transition, set_condition
 from promptloop.rollout.traffic import TrafficVerdict, verify_traffic
-from promptloop.rollout.window import Cumulative, window_counts
+from promptloop.rollout.window import Cumulative, read_evidence
 
 __all__ = [
-    "HEARTBEAT_FRESH",
     "RouterResult",
     "advance",
     "after_router",
@@ -74,8 +75,6 @@ __all__ = [
     "weights_drifted",
 ]
 
-# AgentField's own stale threshold for heartbeats (agentfield-api.md §2).
-HEARTBEAT_FRESH = timedelta(seconds=60)
 
 _IN_FLIGHT = (ProposalPhase.RENDERED, ProposalPhase.CANARY, ProposalPhase.AWAITING_APPROVAL)
 
@@ -116,13 +115,13 @@ def advance(obs: Observations) -> Step:
         status.message = "recovered: the missing object is present"
 
     stale_challengers = _repair(draft)
+    challenger_out: str | None = _recheck_ordering(draft)
     active = _select_active(draft)
-    challenger_out: str | None = None
     if active is not None:
         canary = draft.status.canary
         if canary is not None and canary.proposal != active.metadata.name:
             # A rolled-back challenger held at the floor gives way to the next proposal.
-            challenger_out = canary.deployment
+            challenger_out = challenger_out or canary.deployment
             draft.status.canary = None
         if draft.status.canary is None:
             _start(draft, active)
@@ -130,7 +129,7 @@ def advance(obs: Observations) -> Step:
             deployment = draft.status.canary.deployment
             outcome = _advance_canary(draft, active)
             if outcome is not None and outcome.scale_challenger_to_zero:
-                challenger_out = deployment
+                challenger_out = challenger_out or deployment
     elif draft.status.canary is None and draft.status.phase in (None, RolloutPhase.PENDING):
         draft.status.phase = RolloutPhase.STABLE
         draft.status.message = f"{draft.status.stable_version} serves all traffic"
@@ -243,18 +242,70 @@ def _validate(
     stable_version: str,
     stable_prompt: str | None,
     taken_versions: dict[str, str],
+    ordered_router: bool = True,
+    registered: tuple[str, ...] = (),
 ) -> str | None:
-    """Why a proposal cannot be canaried (None when it can)."""
+    """Why a proposal cannot be canaried (None when it can).
+
+    On a router whose real routing goes to the smallest version string (AgentField), a version
+    that would sort before the stable one or any registered one is refused before anything is
+    rendered: it would take all the traffic before approval.
+    """
     version = proposal.spec.version
     if version == stable_version:
         return f"version {version} is the stable version; propose a new version"
     if version in taken_versions:
         return f"version {version} is already proposed by {taken_versions[version]}"
+    if ordered_router and (
+        problem := ordering_problem(version, stable=stable_version, registered=registered)
+    ):
+        return problem
     if len(proposal.spec.system_prompt.encode()) > MAX_PROMPT_BYTES:
         return "systemPrompt is larger than 32 KiB"
     if stable_prompt is not None and proposal.spec.system_prompt.strip() == stable_prompt.strip():
         return "systemPrompt is identical to the stable prompt; nothing to canary"
     return None
+
+
+def _recheck_ordering(draft: _Draft) -> str | None:
+    """The running canary is re-checked against AgentField's ordering on every pass.
+
+    The stable version can change (a promotion, a new spec.stable.version) and versions come
+    and go: a challenger that now sorts before the stable version or a registered one would
+    take all the traffic, so its exposure is withdrawn at once (scaled to zero, rolled back).
+    Returns the Deployment to scale to zero, if any.
+    """
+    obs = draft.obs
+    status = draft.status
+    canary = status.canary
+    if not obs.router_orders_by_version_string or canary is None or not canary.version:
+        return None
+    if canary.approved:
+        # A person approved this version with the traffic it had: no longer an exposure.
+        return None
+    proposal = next((p for p in draft.proposals if p.metadata.name == canary.proposal), None)
+    if proposal is None or proposal.status.phase in PROPOSAL_TERMINAL:
+        return None
+    stable_version = status.stable_version or obs.rollout.spec.stable.version
+    problem = ordering_problem(
+        canary.version,
+        stable=stable_version,
+        registered=tuple(v.version for v in obs.versions or ()),
+    )
+    if problem is None:
+        return None
+    deployment = canary.deployment
+    draft.take(
+        proposal,
+        plan.withdraw_exposure(
+            rollout=status,
+            proposal=proposal,
+            policy=obs.rollout.spec.canary,
+            reason=problem,
+            now=obs.now,
+        ),
+    )
+    return deployment
 
 
 def _select_active(draft: _Draft) -> PromptProposal | None:
@@ -301,6 +352,8 @@ def _select_active(draft: _Draft) -> PromptProposal | None:
             stable_version=stable_version,
             stable_prompt=obs.stable_prompt,
             taken_versions=taken,
+            ordered_router=obs.router_orders_by_version_string,
+            registered=tuple(v.version for v in obs.versions or ()),
         )
         taken.setdefault(proposal.spec.version, name)
         if problem is not None:
@@ -407,11 +460,16 @@ def _advance_canary(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | N
     canary = draft.status.canary
     assert canary is not None
 
-    # A person said no: `promptloop reject`, or spec.approved set back to false.
+    # The rollout's Argo CD approve/reject actions annotate the rollout, naming this canary.
+    asked = canary_request(
+        obs.rollout.metadata.annotations,
+        proposal=proposal.metadata.name,
+        prompt_digest=canary.prompt_digest,
+    )
+    # A person said no: `promptloop reject`, spec.approved set back to false, or the action.
     withdrawn = proposal.status.approval is not None and proposal.spec.approved is False
-    if (_rejected_by_annotation(proposal) or withdrawn) and (
-        proposal.status.phase not in PROPOSAL_TERMINAL
-    ):
+    said_no = _rejected_by_annotation(proposal) or withdrawn or asked is CanaryRequest.REJECT
+    if said_no and proposal.status.phase not in PROPOSAL_TERMINAL:
         outcome = plan.reject(
             rollout=draft.status,
             proposal=proposal,
@@ -424,12 +482,21 @@ def _advance_canary(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | N
         return None
 
     # A person said yes: record it; a rollout waiting at the ceiling steps to it at once.
-    if proposal.spec.approved and (proposal.status.approval is None or not canary.approved):
+    approved = bool(proposal.spec.approved) or asked is CanaryRequest.APPROVE
+    if approved and (proposal.status.approval is None or not canary.approved):
+        metadata = obs.rollout.metadata
+        approved_by = (
+            approver(proposal)
+            if proposal.spec.approved
+            else canary_approver(
+                metadata.annotations, (metadata.model_extra or {}).get("managedFields") or []
+            )
+        )
         outcome = plan.approve(
             rollout=draft.status,
             proposal=proposal,
             policy=policy,
-            approved_by=approver(proposal),
+            approved_by=approved_by,
             digest=canary.prompt_digest or "",
             now=now,
         )
@@ -440,12 +507,12 @@ def _advance_canary(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | N
             # the next tick.
             return outcome
 
-    ready, why = _challenger_ready(obs, proposal)
+    ready, reason, why = _challenger_ready(obs, proposal)
     draft.status.conditions = set_condition(
         draft.status.conditions,
         type_="ChallengerReady",
         status=ready,
-        reason={True: "Ready", False: "NotReady", None: "Unknown"}[ready],
+        reason=reason,
         message=why,
         now=now,
     )
@@ -478,29 +545,35 @@ def _advance_canary(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | N
     return _tick(draft, proposal)
 
 
-def _challenger_ready(obs: Observations, proposal: PromptProposal) -> tuple[bool | None, str]:
-    """True, False, or None when the router cannot be asked (missing data: hold, no clock)."""
+def _challenger_ready(obs: Observations, proposal: PromptProposal) -> tuple[bool | None, str, str]:
+    """Ready, reason, message; ready is None when the router cannot be asked (hold, no clock).
+
+    What is reliable decides: the challenger Deployment's availability, then what the router
+    says about the version (on AgentField: registered, and answering at its own address). The
+    AgentField heartbeat is only advisory: the control plane writes one per node id every 2 s,
+    and a beat with a status lands on the smallest version's row.
+    """
     canary = obs.rollout.status.canary
     name = canary.deployment if canary is not None else None
     deployment = obs.challenger_deployment
     if deployment is None:
-        return False, f"Deployment {name} not found"
+        return False, "NotReady", f"Deployment {name} not found"
     spec_replicas = deployment.get("spec", {}).get("replicas", 1)
     deployment_status = deployment.get("status", {})
     available = deployment_status.get("availableReplicas", 0) or 0
     if deployment_status.get("observedGeneration", 0) < deployment["metadata"].get("generation", 0):
-        return False, f"Deployment {name} not yet observed"
+        return False, "NotReady", f"Deployment {name} not yet observed"
     if available < max(spec_replicas, 1):
-        return False, f"Deployment {name} has {available}/{spec_replicas} available"
-    if obs.versions is None:
-        return None, f"cannot list versions in AgentField: {obs.router_problem}"
-    version = proposal.spec.version
-    match = next((v for v in obs.versions if v.version == version), None)
-    if match is None:
-        return False, f"version {version} is not registered in AgentField"
-    if match.last_heartbeat is None or obs.now - match.last_heartbeat > HEARTBEAT_FRESH:
-        return False, f"version {version} has no fresh heartbeat in AgentField"
-    return True, f"Deployment available and {version} registered"
+        return False, "NotReady", f"Deployment {name} has {available}/{spec_replicas} available"
+    readiness = obs.challenger_readiness
+    if readiness is None:
+        problem = obs.router_problem or "the router was not asked"
+        return None, "Unknown", f"cannot ask the router about {proposal.spec.version}: {problem}"
+    if readiness.ready is None:
+        return None, "Unknown", readiness.message
+    if not readiness.ready:
+        return False, readiness.reason, readiness.message
+    return True, "Ready", f"Deployment {name} available; {readiness.message}"
 
 
 def _tick(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | None:
@@ -513,6 +586,23 @@ def _tick(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | None:
     canary = status.canary
     assert canary is not None and canary.weight is not None and canary.version
     stable_version = status.stable_version or rollout.spec.stable.version
+    decision_policy = Policy(
+        alpha=policy.alpha,
+        min_samples=policy.min_samples,
+        max_failure_rate=policy.max_failure_rate,
+        margin=policy.non_inferiority_margin,
+        max_step=policy.max_step,
+        floor=policy.floor,
+        ceiling=policy.ceiling,
+        decision_deadline=(
+            parse_duration(policy.decision_deadline).total_seconds()
+            if policy.decision_deadline
+            else None
+        ),
+    )
+    if obs.counters is None and obs.counters_problem is None:
+        # Not read in this pass (see promptloop.observe): nothing is known either way.
+        return _hold(draft, proposal, "the evidence is read at the next tick")
     if obs.counters is None:
         problem = obs.counters_problem or "not read"
         status.conditions = set_condition(
@@ -523,24 +613,51 @@ def _tick(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | None:
             message=problem,
             now=now,
         )
+        began = plan.parse_time(status.evidence.started_at) if status.evidence else None
+        if began is not None:
+            # Missing metrics do not stop the decision deadline's clock.
+            age = (now - began).total_seconds()
+            late = _past_deadline(draft, proposal, decision_policy, age, problem)
+            if late is not None:
+                return late
         return _hold(draft, proposal, f"metrics unavailable: {problem}")
+    stable_now = Cumulative(obs.counters.stable_total, obs.counters.stable_failed)
+    canary_now = Cumulative(obs.counters.canary_total, obs.counters.canary_failed)
+    metrics = rollout.spec.metrics
+    evidence = read_evidence(
+        window=status.evidence,
+        stable=stable_now,
+        canary=canary_now,
+        weight=canary.weight,
+        now=now,
+        outcome_lag=(
+            parse_duration(metrics.outcome_lag).total_seconds() if metrics.outcome_lag else 0.0
+        ),
+        baseline=status.window,
+    )
+    status.evidence = evidence.window
+    status.window = None  # the baseline form is superseded by the ledger
+    reset_note = ""
+    if evidence.resets:
+        # Never silent: the lost increment is named here, in the reason, and counted in
+        # status.evidence; the window's evidence before it stays.
+        reset_note = (
+            f"{' and '.join(evidence.resets)} counter went back at this read (a restart):"
+            " that read's increment is lost, the window's evidence is kept"
+        )
     status.conditions = set_condition(
         status.conditions,
         type_="MetricsAvailable",
         status=True,
-        reason="Read",
-        message="read both versions' counters",
+        reason="CounterReset" if evidence.resets else "Read",
+        message=reset_note or "read both versions' counters",
         now=now,
     )
-    stable_now = Cumulative(obs.counters.stable_total, obs.counters.stable_failed)
-    canary_now = Cumulative(obs.counters.canary_total, obs.counters.canary_failed)
-    window = window_counts(baseline=status.window, stable=stable_now, canary=canary_now, now=now)
-    status.window = window.baseline
     status.counts = VersionCounts(
-        stable=_counts(stable_version, window.stable_samples, window.stable_failures),
-        canary=_counts(canary.version, window.canary_samples, window.canary_failures),
+        stable=_counts(stable_version, evidence.stable.samples, evidence.stable.failures),
+        canary=_counts(canary.version, evidence.canary.samples, evidence.canary.failures),
     )
-    if canary.step_canary_total is None or canary.step_stable_total is None or window.reset:
+    if canary.step_canary_total is None or canary.step_stable_total is None or evidence.resets:
         canary.step_canary_total = canary_now.total
         canary.step_stable_total = stable_now.total
     traffic = verify_traffic(
@@ -551,6 +668,7 @@ def _tick(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | None:
     verified = {
         TrafficVerdict.VERIFIED: True,
         TrafficVerdict.NOT_HONOURED: False,
+        TrafficVerdict.OVER_EXPOSED: False,
         TrafficVerdict.TOO_LITTLE: None,
     }[traffic.verdict]
     status.conditions = set_condition(
@@ -561,33 +679,43 @@ def _tick(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | None:
         message=traffic.message,
         now=now,
     )
-    if window.reset:
-        return _hold(draft, proposal, "a counter went backwards; window re-opened")
-    if traffic.verdict is TrafficVerdict.NOT_HONOURED:
+    if traffic.verdict is TrafficVerdict.OVER_EXPOSED and not canary.approved:
+        # Safety first: exposure beyond the weight before approval is withdrawn at once.
+        return draft.take(
+            proposal,
+            plan.withdraw_exposure(
+                rollout=status, proposal=proposal, policy=policy, reason=traffic.message, now=now
+            ),
+        )
+    if evidence.opened:
+        return _hold(draft, proposal, "evidence window opened at these counters")
+    if traffic.verdict is TrafficVerdict.OVER_EXPOSED:
         return _hold(draft, proposal, traffic.message)
-    if (
-        window.stable_failures > window.stable_samples
-        or window.canary_failures > window.canary_samples
-    ):
+    if traffic.verdict is TrafficVerdict.NOT_HONOURED:
+        late = _past_deadline(draft, proposal, decision_policy, evidence.age, traffic.message)
+        return late if late is not None else _hold(draft, proposal, traffic.message)
+    if evidence.inconsistent:
         # Counters read at slightly different moments can disagree for a tick; that is missing
         # data, not evidence.
         return _hold(draft, proposal, "inconsistent counters (more failures than requests)")
 
     decision = decide(
-        stable=Counts(window.stable_samples, window.stable_failures),
-        canary=Counts(window.canary_samples, window.canary_failures),
-        policy=Policy(
-            alpha=policy.alpha,
-            min_samples=policy.min_samples,
-            max_failure_rate=policy.max_failure_rate,
-            margin=policy.non_inferiority_margin,
-            max_step=policy.max_step,
-            floor=policy.floor,
-            ceiling=policy.ceiling,
-        ),
+        stable=evidence.stable,
+        canary=evidence.canary,
+        policy=decision_policy,
         weight=canary.weight,
         approved=canary.approved,
+        strata=evidence.strata,
+        canary_age=evidence.age,
     )
+    if reset_note:
+        decision = replace(decision, reason=f"{decision.reason} Note: {reset_note}.")
+    if evidence.skipped:
+        decision = replace(
+            decision,
+            reason=f"{decision.reason} This read is within metrics.outcomeLag of the last"
+            " weight change and is not evidence.",
+        )
     draft.decisions.append(CountDecision(decision.verdict.value))
     moves = decision.verdict in (Verdict.STEP, Verdict.PROMOTE) and (
         decision.next_weight != canary.weight or decision.verdict is Verdict.PROMOTE
@@ -606,6 +734,35 @@ def _tick(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | None:
         decision=decision,
         namespace=obs.namespace,
         now=now,
+    )
+    return draft.take(proposal, outcome)
+
+
+def _past_deadline(
+    draft: _Draft, proposal: PromptProposal, policy: Policy, age: float, problem: str
+) -> plan.Outcome | None:
+    """The deadline's rollback when a hold for missing data outlasts ``decisionDeadline``."""
+    canary = draft.status.canary
+    assert canary is not None and canary.weight is not None
+    decision = decide(
+        stable=None,
+        canary=None,
+        policy=policy,
+        weight=canary.weight,
+        approved=canary.approved,
+        canary_age=age,
+    )
+    if decision.verdict is not Verdict.ROLLBACK:
+        return None
+    decision = replace(decision, reason=f"{decision.reason} ({problem})")
+    draft.decisions.append(CountDecision(decision.verdict.value))
+    outcome = plan.apply_verdict(
+        rollout=draft.status,
+        proposal=proposal,
+        policy=draft.obs.rollout.spec.canary,
+        decision=decision,
+        namespace=draft.obs.namespace,
+        now=draft.obs.now,
     )
     return draft.take(proposal, outcome)
 

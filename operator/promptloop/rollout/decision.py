@@ -65,6 +65,35 @@ Let ``n_s, f_s`` and ``n_c, f_c`` be the stable and canary samples and failures,
   70(3)); ``bench/decision.py`` measures it by simulation at 1 %, 10 % and 30 % failure rates,
   with weights that change as the decisions say.
 
+Real-world data (issue 12)
+--------------------------
+The test above is sound on clean counts; production counts are not clean, and every large
+error the simulation found came from how the counts reach the test, not from the interval:
+
+* **Strata.** The operator keeps the window as increments between reads, one stratum per weight
+  (``rollout/window.py``). Within a stratum the traffic split is constant, so an incident or
+  daily drift moves both versions' failure rates alike and cancels in the stratum's difference
+  ``d_k``; pooled over a canary whose weight rose with the incident it would not.
+  :func:`stratified_sequence` combines the strata Mantel-Haenszel-style, ``d = sum w_k d_k / W``
+  with ``w_k`` the stratum's effective samples, and each bound from the strata's Newcombe score
+  half-widths as independent variances add, at the critical value for the total information
+  ``W`` (one stratum gives exactly the sequence above). Still score-based, never Wald.
+* **Dispersion.** Retries make one failed task several failed requests, and the binomial
+  variance then understates the truth by about the cluster size. Per read, given both
+  versions' requests and the failures in all, the canary's failures are hypergeometric for
+  independent requests; :func:`dispersion` compares the residuals with that variance (after
+  regressing out a real difference per stratum) and returns ``phi >= 1``; the bounds are taken
+  at ``z = c(W / phi) sqrt(phi)``. The estimate needs ``MIN_DISPERSION_TICKS`` informative reads
+  (both versions served, some request failed); until then no claim is made, because that early
+  stretch is where clusters produced most wrong claims in simulation.
+* **The guard** (``max_failure_rate``) acts on the canary's own time-uniform lower score bound
+  (:func:`guard_bound`, ``alpha / 2``), not on the raw rate: it rolls back when the rate is
+  surely above the guard.
+* **The deadline** (``decision_deadline``): a canary still holding then rolls back, saying so.
+
+``bench/decision.py`` measures each hazard (late outcomes, resets, incidents and drift,
+clusters, the guard, low traffic) beside a naive comparator and the unstratified test.
+
 The claims and how alpha is split
 ---------------------------------
 With ``delta = policy.margin`` (the non-inferiority margin, absolute failure-rate units; the
@@ -111,7 +140,8 @@ from __future__ import annotations
 import enum
 import functools
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 __all__ = [
@@ -122,13 +152,21 @@ __all__ = [
     "Decision",
     "Evidence",
     "Policy",
+    "Ruling",
+    "Stratum",
     "Verdict",
+    "add_tick",
     "assess",
     "below_ceiling",
     "confidence_sequence",
     "critical_value",
     "decide",
+    "dispersion",
+    "dispersion_ticks",
+    "guard_bound",
     "needs_approval",
+    "rule",
+    "stratified_sequence",
 ]
 
 #: The effective sample size ``n_c n_s / (n_c + n_s)`` at which the boundary is tightest.
@@ -212,6 +250,9 @@ class Policy:
         Where a worse challenger drops to, in percent.
     ceiling
         The majority step, in percent: reaching it from below needs approval.
+    decision_deadline
+        Seconds after the canary began by which it must have been decided: a canary still
+        holding then (inconclusive, too few samples, no data) is rolled back. ``None``: none.
     """
 
     alpha: float = 0.05
@@ -221,6 +262,7 @@ class Policy:
     max_step: int = 10
     floor: int = 0
     ceiling: int = 50
+    decision_deadline: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 0.5:
@@ -237,6 +279,8 @@ class Policy:
             raise ValueError(f"floor must be in [0, 100], got {self.floor}")
         if not 1 <= self.ceiling <= 100:
             raise ValueError(f"ceiling must be in [1, 100], got {self.ceiling}")
+        if self.decision_deadline is not None and not self.decision_deadline > 0.0:
+            raise ValueError(f"decision_deadline must be > 0 s, got {self.decision_deadline}")
 
 
 @dataclass(frozen=True)
@@ -258,6 +302,16 @@ class Decision:
         hold, at the current split; ``None`` when not applicable or not estimable.
     next_weight
         The canary weight to write next, in percent.
+    interval
+        The confidence sequence for the difference in failure rates (canary minus stable) at
+        this tick, when the test ran.
+    strata
+        How many strata (weights) with samples from both versions the comparison combined.
+    dispersion
+        The extra-binomial variance factor the interval was widened by (1 = none).
+    cause
+        Which rule gave the verdict: ``no-data``, ``min-samples``, ``dispersion``, ``guard``,
+        ``worse``, ``inconclusive``, ``better`` or ``deadline`` (a rollback's Event reason).
     """
 
     verdict: Verdict
@@ -265,6 +319,10 @@ class Decision:
     statistic: float | None
     samples_needed: int | None
     next_weight: int
+    interval: tuple[float, float] | None = None
+    strata: int | None = None
+    dispersion: float | None = None
+    cause: str | None = None
 
 
 class ConfidenceSequence(NamedTuple):
@@ -388,10 +446,14 @@ def confidence_sequence(stable: Counts, canary: Counts, alpha: float) -> Confide
     """
     if stable.samples <= 0 or canary.samples <= 0:
         raise ValueError("a confidence sequence needs samples from both versions")
-    effective = canary.samples * stable.samples / (canary.samples + stable.samples)
+    return _sequence(stable.samples, stable.failures, canary.samples, canary.failures, alpha)
+
+
+def _sequence(n_s: int, f_s: int, n_c: int, f_c: int, alpha: float) -> ConfidenceSequence:
+    effective = n_c * n_s / (n_c + n_s)
     critical = critical_value(effective, alpha)
-    p_c, lo_c, hi_c = _score_bounds(canary.failures, canary.samples, critical)
-    p_s, lo_s, hi_s = _score_bounds(stable.failures, stable.samples, critical)
+    p_c, lo_c, hi_c = _score_bounds(f_c, n_c, critical)
+    p_s, lo_s, hi_s = _score_bounds(f_s, n_s, critical)
     estimate = p_c - p_s
     return ConfidenceSequence(
         estimate,
@@ -400,6 +462,216 @@ def confidence_sequence(stable: Counts, canary: Counts, alpha: float) -> Confide
         critical,
         effective,
     )
+
+
+class Stratum(NamedTuple):
+    """Both versions' evidence from a stretch of time in which they saw the same conditions.
+
+    The operator opens a stratum whenever the canary's weight changes (``rollout.window``), so
+    within one the traffic split is constant and whatever moves the base rate (an incident,
+    daily drift) moves both versions alike. The first four fields are counts; the rest are the
+    per-tick sums :func:`dispersion` needs, accumulated by :func:`add_tick` (zero when the
+    counts did not come tick by tick).
+
+    A named tuple because the simulation bench builds millions of them.
+    """
+
+    stable_samples: int
+    stable_failures: int
+    canary_samples: int
+    canary_failures: int
+    #: Ticks that carried information about the split of failures (both versions served,
+    #: at least one failure).
+    ticks: int = 0
+    #: ``sum r_t^2`` with ``r_t = f_c,t - q_t F_t`` (canary failures minus their share under
+    #: equal rates; ``q_t`` the canary's share of the tick's requests, ``F_t`` its failures).
+    residual_squares: float = 0.0
+    #: ``sum r_t F_t``.
+    residual_by_failures: float = 0.0
+    #: ``sum F_t^2``.
+    failures_squared: float = 0.0
+    #: ``sum v_t``, ``v_t = F_t q_t (1 - q_t) (N_t - F_t) / (N_t - 1)``: the hypergeometric
+    #: variance of ``f_c,t`` given the tick's totals, when every request is independent.
+    variance: float = 0.0
+    #: ``sum F_t^2 v_t``.
+    variance_by_failures_squared: float = 0.0
+
+
+#: An empty stratum, the start of every accumulation.
+EMPTY_STRATUM = Stratum(0, 0, 0, 0)
+
+#: Informative ticks needed before the dispersion estimate replaces the binomial assumption.
+MIN_DISPERSION_TICKS = 10
+
+
+def add_tick(
+    stratum: Stratum,
+    stable_samples: int,
+    stable_failures: int,
+    canary_samples: int,
+    canary_failures: int,
+) -> Stratum:
+    """``stratum`` with one tick's increments of both versions added (counts and dispersion sums).
+
+    Parameters
+    ----------
+    stratum
+        The stratum so far.
+    stable_samples, stable_failures, canary_samples, canary_failures
+        What each version's counters rose by since the previous read (non-negative).
+    """
+    n_c = canary_samples
+    total = stable_samples + n_c
+    failures = stable_failures + canary_failures
+    if n_c <= 0 or stable_samples <= 0 or failures <= 0 or total < 2:
+        return Stratum(
+            stratum.stable_samples + stable_samples,
+            stratum.stable_failures + stable_failures,
+            stratum.canary_samples + n_c,
+            stratum.canary_failures + canary_failures,
+            *stratum[4:],
+        )
+    share = n_c / total
+    residual = canary_failures - share * failures
+    # Failures can exceed requests within one tick when counters are read a moment apart;
+    # the variance is then taken as zero (the tick still adds its residual).
+    spread = max(total - failures, 0) / (total - 1)
+    variance = failures * share * (1.0 - share) * spread
+    failures_squared = float(failures * failures)
+    return Stratum(
+        stratum.stable_samples + stable_samples,
+        stratum.stable_failures + stable_failures,
+        stratum.canary_samples + n_c,
+        stratum.canary_failures + canary_failures,
+        stratum.ticks + 1,
+        stratum.residual_squares + residual * residual,
+        stratum.residual_by_failures + residual * failures,
+        stratum.failures_squared + failures_squared,
+        stratum.variance + variance,
+        stratum.variance_by_failures_squared + failures_squared * variance,
+    )
+
+
+def dispersion(strata: Sequence[Stratum]) -> float:
+    """The extra-binomial variance factor ``phi >= 1`` of the canary's share of failures.
+
+    Within a tick, given how many requests each version served and how many failed in all,
+    the canary's failures are hypergeometric when requests fail independently; retries and
+    other clusters of correlated failures (one failed task counted as 3 attempts) multiply
+    that variance by about the cluster size. Per stratum the residuals ``r_t`` are regressed
+    on ``F_t`` (which absorbs a real difference between the versions, so a better or worse
+    challenger does not look overdispersed), and
+
+        phi = sum RSS_k / sum (V_k - sum F_t^2 v_t / sum F_t^2),
+
+    the Pearson estimate with its degrees of freedom accounted for. Below
+    ``MIN_DISPERSION_TICKS`` informative ticks (:func:`dispersion_ticks`), or when the data
+    show less variance than the binomial, ``phi = 1``.
+    """
+    return _dispersion(strata)[0]
+
+
+def dispersion_ticks(strata: Sequence[Stratum]) -> int:
+    """The degrees of freedom behind :func:`dispersion`: informative ticks less one per stratum."""
+    return _dispersion(strata)[1]
+
+
+def _dispersion(strata: Sequence[Stratum]) -> tuple[float, int]:
+    squares = expected = 0.0
+    ticks = 0
+    for s in strata:
+        if s.ticks < 2 or s.failures_squared <= 0.0:
+            continue
+        squares += s.residual_squares - s.residual_by_failures**2 / s.failures_squared
+        expected += s.variance - s.variance_by_failures_squared / s.failures_squared
+        ticks += s.ticks - 1
+    if ticks < MIN_DISPERSION_TICKS or expected <= 0.0 or squares <= expected:
+        return 1.0, ticks
+    return squares / expected, ticks
+
+
+def stratified_sequence(
+    strata: Sequence[Stratum], alpha: float, phi: float = 1.0
+) -> ConfidenceSequence:
+    """The time-uniform confidence sequence for the difference combined over strata.
+
+    Each stratum's difference ``d_k`` is weighted Mantel-Haenszel-style by its effective
+    samples ``w_k = n_c,k n_s,k / (n_c,k + n_s,k)``: ``d = sum w_k d_k / W`` with
+    ``W = sum w_k``. Each bound combines the strata's Newcombe score half-widths (module
+    docstring) the way independent variances add,
+
+        lower = d - sqrt(sum w_k^2 ((p_c,k - l_c,k)^2 + (u_s,k - p_s,k)^2)) / W,
+
+    all evaluated at ``z = c(W / phi) sqrt(phi)``: the boundary for the information actually
+    gathered, widened by the dispersion. With one stratum and ``phi = 1`` this is exactly
+    :func:`confidence_sequence`. A shift of the base rate between strata moves ``p_c,k`` and
+    ``p_s,k`` alike and cancels in ``d_k``, where pooled counts would carry it into the
+    difference whenever the split changed with it.
+
+    Parameters
+    ----------
+    strata
+        The strata; those without samples from both versions carry no comparison and are
+        skipped.
+    alpha
+        The two-sided error budget.
+    phi
+        The dispersion factor (:func:`dispersion`).
+
+    Raises
+    ------
+    ValueError
+        When no stratum has samples from both versions.
+    """
+    usable = [s for s in strata if s.stable_samples > 0 and s.canary_samples > 0]
+    if not usable:
+        raise ValueError("a confidence sequence needs a stratum with samples from both versions")
+    if len(usable) == 1 and phi == 1.0:
+        s = usable[0]
+        return _sequence(
+            s.stable_samples,
+            min(s.stable_failures, s.stable_samples),
+            s.canary_samples,
+            min(s.canary_failures, s.canary_samples),
+            alpha,
+        )
+    total_weight = 0.0
+    for s in usable:
+        total_weight += s.canary_samples * s.stable_samples / (s.canary_samples + s.stable_samples)
+    critical = critical_value(total_weight / phi, alpha)
+    z = critical * math.sqrt(phi)
+    difference = low = high = 0.0
+    for s in usable:
+        n_c, n_s = s.canary_samples, s.stable_samples
+        w = n_c * n_s / (n_c + n_s)
+        p_c, lo_c, hi_c = _score_bounds(min(s.canary_failures, n_c), n_c, z)
+        p_s, lo_s, hi_s = _score_bounds(min(s.stable_failures, n_s), n_s, z)
+        difference += w * (p_c - p_s)
+        w2 = w * w
+        low += w2 * ((p_c - lo_c) ** 2 + (hi_s - p_s) ** 2)
+        high += w2 * ((hi_c - p_c) ** 2 + (p_s - lo_s) ** 2)
+    estimate = difference / total_weight
+    return ConfidenceSequence(
+        estimate,
+        estimate - math.sqrt(low) / total_weight,
+        estimate + math.sqrt(high) / total_weight,
+        critical,
+        total_weight,
+    )
+
+
+def guard_bound(canary: Counts, alpha: float, phi: float = 1.0) -> float:
+    """The canary's time-uniform lower confidence bound on its own failure rate.
+
+    The one-sample version of the sequence above (score bound with skew term at
+    ``z = c(n / phi) sqrt(phi)``, spending ``alpha / 2``): ``maxFailureRate`` rolls back only
+    when this bound is above it, i.e. when the rate is surely above the guard, however often
+    it is checked.
+    """
+    if canary.samples <= 0:
+        return 0.0
+    critical = critical_value(canary.samples / phi, alpha)
+    return _score_bounds(canary.failures, canary.samples, critical * math.sqrt(phi))[1]
 
 
 def _side(cs: ConfidenceSequence, margin: float) -> tuple[float, float]:
@@ -437,12 +709,19 @@ def assess(stable: Counts | None, canary: Counts | None, policy: Policy) -> Asse
 
 
 def _classify(
-    stable: Counts, canary: Counts, policy: Policy
+    stable: Counts,
+    canary: Counts,
+    policy: Policy,
+    strata: Sequence[Stratum] | None = None,
+    phi: float = 1.0,
 ) -> tuple[Evidence, ConfidenceSequence, float]:
     """The evidence, the sequence and the statistic, for counts with samples on both sides."""
-    cs = confidence_sequence(stable, canary, policy.alpha)
+    if strata is None:
+        cs = confidence_sequence(stable, canary, policy.alpha)
+    else:
+        cs = stratified_sequence(strata, policy.alpha, phi)
     distance, half = _side(cs, policy.margin)
-    statistic = cs.critical * distance / half
+    statistic = cs.critical * distance / half if half > 0.0 else 0.0
     if cs.lower > policy.margin:
         return Evidence.WORSE, cs, statistic
     if cs.upper < policy.margin:
@@ -518,6 +797,125 @@ def below_ceiling(ceiling: int) -> int:
     return max(ceiling - 1, 1)
 
 
+class Ruling(NamedTuple):
+    """The verdict and the numbers behind it, before they are put in words (:func:`decide`).
+
+    :func:`rule` is the decision; :func:`decide` adds the sentence a person reads and the
+    samples-still-needed estimate. Both give the same verdict and weight for the same input
+    (a property test holds them to it); the simulation bench calls :func:`rule` on its
+    millions of ticks, the operator calls :func:`decide` once per tick.
+    """
+
+    verdict: Verdict
+    next_weight: int
+    #: no-data, min-samples, dispersion, guard, worse, inconclusive, better, deadline
+    kind: str
+    sequence: ConfidenceSequence | None = None
+    statistic: float | None = None
+    phi: float = 1.0
+    #: The guard's bound for kind guard; the held ruling for kind deadline is in ``held``.
+    bound: float | None = None
+    held: Ruling | None = None
+
+
+def rule(
+    *,
+    stable: Counts | None,
+    canary: Counts | None,
+    policy: Policy,
+    weight: int,
+    approved: bool,
+    strata: Sequence[Stratum] | None = None,
+    canary_age: float | None = None,
+) -> Ruling:
+    """The verdict of :func:`decide` without its explanation (same parameters)."""
+    if not 0 <= weight <= 100:
+        raise ValueError(f"weight must be in [0, 100], got {weight}")
+    ruling = _rule(stable, canary, policy, weight, approved, strata)
+    if (
+        ruling.verdict is Verdict.HOLD
+        and policy.decision_deadline is not None
+        and canary_age is not None
+        and canary_age >= policy.decision_deadline
+    ):
+        return Ruling(
+            Verdict.ROLLBACK,
+            min(policy.floor, weight),
+            "deadline",
+            ruling.sequence,
+            ruling.statistic,
+            ruling.phi,
+            None,
+            ruling,
+        )
+    return ruling
+
+
+def _rule(
+    stable: Counts | None,
+    canary: Counts | None,
+    policy: Policy,
+    weight: int,
+    approved: bool,
+    strata: Sequence[Stratum] | None,
+) -> Ruling:
+    if stable is None or canary is None or stable.samples == 0 or canary.samples == 0:
+        return Ruling(Verdict.HOLD, weight, "no-data")
+    if stable.samples < policy.min_samples or canary.samples < policy.min_samples:
+        return Ruling(Verdict.HOLD, weight, "min-samples")
+
+    phi = 1.0
+    if strata is not None:
+        phi, ticks = _dispersion(strata)
+        if ticks < MIN_DISPERSION_TICKS:
+            # Until the dispersion can be estimated, clustered failures (retries) would pass
+            # for evidence: in simulation most wrong claims under clusters came this early.
+            return Ruling(Verdict.HOLD, weight, "dispersion")
+    evidence, cs, statistic = _classify(stable, canary, policy, strata, phi)
+    rollback_to = min(policy.floor, weight)
+    guard = policy.max_failure_rate
+    if guard is not None and canary.failures > guard * canary.samples:
+        bound = guard_bound(canary, policy.alpha, phi)
+        if bound > guard:
+            return Ruling(Verdict.ROLLBACK, rollback_to, "guard", cs, statistic, phi, bound)
+    if evidence is Evidence.WORSE:
+        return Ruling(Verdict.ROLLBACK, rollback_to, "worse", cs, statistic, phi)
+    if evidence is Evidence.INCONCLUSIVE:
+        return Ruling(Verdict.HOLD, weight, "inconclusive", cs, statistic, phi)
+    # Evidence.BETTER: at least as good up to the margin.
+    candidate = min(weight + policy.max_step, 100)
+    # Reaching the ceiling from below is the gate; a weight already past it was approved
+    # (plan.apply_verdict re-checks, for a ceiling lowered mid-canary).
+    if weight < policy.ceiling and needs_approval(
+        candidate, ceiling=policy.ceiling, approved=approved
+    ):
+        return Ruling(Verdict.AWAIT_APPROVAL, weight, "better", cs, statistic, phi)
+    if approved and weight < policy.ceiling:
+        # Approval lets the canary pass the ceiling; it skips no evidence, so the step is an
+        # ordinary one (the jump to the ceiling is for approval given while it waits there).
+        return Ruling(Verdict.STEP, candidate, "better", cs, statistic, phi)
+    if weight == 100:
+        return Ruling(Verdict.PROMOTE, 100, "better", cs, statistic, phi)
+    return Ruling(Verdict.STEP, candidate, "better", cs, statistic, phi)
+
+
+def _strata_note(strata: Sequence[Stratum] | None, phi: float) -> str:
+    if strata is None:
+        return ""
+    used = sum(1 for s in strata if s.stable_samples > 0 and s.canary_samples > 0)
+    note = f"; {used} {'stratum' if used == 1 else 'strata'} (one per weight)"
+    if phi > 1.0:
+        note += f"; failures {phi:.2f}x as variable as independent requests (interval widened)"
+    return note
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60.0)
+    if minutes < 120:
+        return f"{minutes} min"
+    return f"{minutes / 60.0:.1f} h"
+
+
 def decide(
     *,
     stable: Counts | None,
@@ -525,8 +923,10 @@ def decide(
     policy: Policy,
     weight: int,
     approved: bool,
+    strata: Sequence[Stratum] | None = None,
+    canary_age: float | None = None,
 ) -> Decision:
-    """Decide the canary's next weight from both versions' cumulative counts in the window.
+    """Decide the canary's next weight from both versions' counts in the window.
 
     Safe to call on every tick with growing counts: claims come from a time-uniform confidence
     sequence (module docstring), so checking often does not inflate the error rate.
@@ -534,26 +934,80 @@ def decide(
     Parameters
     ----------
     stable, canary
-        Cumulative counts since the canary started, or ``None`` when metrics are unavailable.
+        Each version's counts summed over the window, or ``None`` when metrics are unavailable.
     policy
         The canary policy.
     weight
         The canary's current weight, in percent (0-100).
     approved
         Whether a person approved the proposal (needed to reach the ceiling from below).
+    strata
+        The same evidence split where the traffic split changed (:class:`Stratum`); the
+        versions are compared within each and the comparisons combined
+        (:func:`stratified_sequence`), with the dispersion estimated from the per-tick sums
+        (:func:`dispersion`). ``None``: one stratum, the sums, independent requests.
+    canary_age
+        Seconds since the canary began, for ``policy.decision_deadline``.
 
     Returns
     -------
     Decision
-        In order: no data -> hold; a version below ``min_samples`` -> hold; canary rate above
-        ``max_failure_rate`` -> rollback; evidence worse -> rollback; evidence better -> step,
-        await-approval or promote; otherwise hold. Rollbacks go to ``min(floor, weight)``:
-        a rollback never raises the weight.
+        In order: no data -> hold; a version below ``min_samples`` -> hold; canary rate surely
+        above ``max_failure_rate`` -> rollback; evidence worse -> rollback; evidence better ->
+        step, await-approval or promote; otherwise hold. A hold at or past the decision
+        deadline becomes a rollback that says so. Rollbacks go to ``min(floor, weight)``: a
+        rollback never raises the weight.
     """
-    if not 0 <= weight <= 100:
-        raise ValueError(f"weight must be in [0, 100], got {weight}")
+    ruling = rule(
+        stable=stable,
+        canary=canary,
+        policy=policy,
+        weight=weight,
+        approved=approved,
+        strata=strata,
+        canary_age=canary_age,
+    )
+    decision = replace(
+        _explain(ruling, stable, canary, policy, weight, approved, strata, canary_age),
+        cause=ruling.kind,
+    )
+    cs = ruling.sequence
+    if cs is None:
+        return decision
+    used = (
+        1
+        if strata is None
+        else sum(1 for s in strata if s.stable_samples > 0 and s.canary_samples > 0)
+    )
+    return replace(decision, interval=(cs.lower, cs.upper), strata=used, dispersion=ruling.phi)
 
-    if stable is None or canary is None or stable.samples == 0 or canary.samples == 0:
+
+def _explain(
+    ruling: Ruling,
+    stable: Counts | None,
+    canary: Counts | None,
+    policy: Policy,
+    weight: int,
+    approved: bool,
+    strata: Sequence[Stratum] | None,
+    canary_age: float | None,
+) -> Decision:
+    """The ruling in words, with the samples still needed when it holds."""
+    verdict, next_weight, kind = ruling.verdict, ruling.next_weight, ruling.kind
+    if kind == "deadline":
+        assert ruling.held is not None and canary_age is not None
+        assert policy.decision_deadline is not None
+        held = _explain(ruling.held, stable, canary, policy, weight, approved, strata, None)
+        return Decision(
+            verdict,
+            f"Decision deadline passed: the canary is still undecided after"
+            f" {_duration(canary_age)} (deadline {_duration(policy.decision_deadline)});"
+            f" rolling back to {next_weight}%. Last evidence: {held.reason}",
+            held.statistic,
+            held.samples_needed,
+            next_weight,
+        )
+    if kind == "no-data":
         missing = []
         for name, counts in (("stable", stable), ("canary", canary)):
             if counts is None:
@@ -561,17 +1015,17 @@ def decide(
             elif counts.samples == 0:
                 missing.append(f"the {name} version has served no requests in the window")
         return Decision(
-            Verdict.HOLD,
+            verdict,
             f"No data: {' and '.join(missing)}; holding at {weight}%.",
             None,
             None,
             weight,
         )
-
-    if stable.samples < policy.min_samples or canary.samples < policy.min_samples:
+    assert stable is not None and canary is not None
+    if kind == "min-samples":
         needed = policy.min_samples - min(stable.samples, canary.samples)
         return Decision(
-            Verdict.HOLD,
+            verdict,
             f"Need about {needed} more samples: stable has {stable.samples} and canary"
             f" {canary.samples} of the {policy.min_samples} each needs before any verdict;"
             f" holding at {weight}%.",
@@ -579,36 +1033,47 @@ def decide(
             needed,
             weight,
         )
-
-    evidence, cs, statistic = _classify(stable, canary, policy)
-    rollback_to = min(policy.floor, weight)
-    observed = _describe(stable, canary)
-
-    if policy.max_failure_rate is not None and (
-        canary.failures > policy.max_failure_rate * canary.samples
-    ):
+    if kind == "dispersion":
+        assert strata is not None
+        have = dispersion_ticks(strata)
         return Decision(
-            Verdict.ROLLBACK,
-            f"Canary failure rate {canary.failures / canary.samples:.1%}"
-            f" ({canary.failures}/{canary.samples}) exceeds the"
-            f" {policy.max_failure_rate:.1%} guard; rolling back to {rollback_to}%.",
-            statistic,
+            verdict,
+            f"Need about {MIN_DISPERSION_TICKS - have} more reads in which both versions"
+            f" served and some request failed ({have} of {MIN_DISPERSION_TICKS}), to estimate"
+            f" how clustered the failures are (retries) before any verdict:"
+            f" {_describe(stable, canary)}; holding at {weight}%.",
             None,
-            rollback_to,
+            None,
+            weight,
         )
-
+    cs = ruling.sequence
+    assert cs is not None
+    statistic = ruling.statistic
+    observed = _describe(stable, canary) + _strata_note(strata, ruling.phi)
     margin = f"{100.0 * policy.margin:+.2f}"
-    if evidence is Evidence.WORSE:
+    if kind == "guard":
+        assert policy.max_failure_rate is not None and ruling.bound is not None
         return Decision(
-            Verdict.ROLLBACK,
-            f"Canary is worse: {observed}; {_interval(cs, policy.alpha)}, entirely above the"
-            f" margin {margin}; rolling back to {rollback_to}%.",
+            verdict,
+            f"Canary failure rate {canary.failures / canary.samples:.1%}"
+            f" ({canary.failures}/{canary.samples}) is surely above the"
+            f" {policy.max_failure_rate:.1%} guard: its"
+            f" {100.0 * (1.0 - policy.alpha / 2.0):g}% lower confidence bound is"
+            f" {ruling.bound:.2%}; rolling back to {next_weight}%.",
             statistic,
             None,
-            rollback_to,
+            next_weight,
         )
-
-    if evidence is Evidence.INCONCLUSIVE:
+    if kind == "worse":
+        return Decision(
+            verdict,
+            f"Canary is worse: {observed}; {_interval(cs, policy.alpha)}, entirely above the"
+            f" margin {margin}; rolling back to {next_weight}%.",
+            statistic,
+            None,
+            next_weight,
+        )
+    if kind == "inconclusive":
         smaller = min(stable.samples, canary.samples)
         further = _samples_needed(cs, policy.margin, policy.alpha, smaller)
         which = "canary" if canary.samples <= stable.samples else "stable"
@@ -619,55 +1084,27 @@ def decide(
             " samples still needed"
         )
         return Decision(
-            Verdict.HOLD,
+            verdict,
             f"Inconclusive: {observed}; {_interval(cs, policy.alpha)}, which contains the"
             f" margin {margin}; {estimate}; holding at {weight}%.",
             statistic,
             further,
             weight,
         )
-
-    # Evidence.BETTER: at least as good up to the margin.
     because = (
         f"Canary is at least as good: {observed}; {_interval(cs, policy.alpha)},"
         f" entirely below the margin {margin}"
     )
-    candidate = min(weight + policy.max_step, 100)
-    # Reaching the ceiling from below is the gate; a weight already past it was approved
-    # (plan.apply_verdict re-checks, for a ceiling lowered mid-canary).
-    if weight < policy.ceiling and needs_approval(
-        candidate, ceiling=policy.ceiling, approved=approved
-    ):
-        return Decision(
-            Verdict.AWAIT_APPROVAL,
+    if verdict is Verdict.AWAIT_APPROVAL:
+        candidate = min(weight + policy.max_step, 100)
+        text = (
             f"{because}; the next step ({candidate}%) reaches the {policy.ceiling}% ceiling,"
-            f" which needs approval; holding at {weight}% until the proposal is approved.",
-            statistic,
-            None,
-            weight,
+            f" which needs approval; holding at {weight}% until the proposal is approved."
         )
-    if approved and weight < policy.ceiling:
-        # Approval lets the canary pass the ceiling; it skips no evidence, so the step is an
-        # ordinary one (the jump to the ceiling is for approval given while it waits there).
-        return Decision(
-            Verdict.STEP,
-            f"{because}; approved, stepping to {candidate}%.",
-            statistic,
-            None,
-            candidate,
-        )
-    if weight == 100:
-        return Decision(
-            Verdict.PROMOTE,
-            f"{because}; the canary serves all traffic: promoting.",
-            statistic,
-            None,
-            100,
-        )
-    return Decision(
-        Verdict.STEP,
-        f"{because}; stepping to {candidate}%.",
-        statistic,
-        None,
-        candidate,
-    )
+    elif verdict is Verdict.PROMOTE:
+        text = f"{because}; the canary serves all traffic: promoting."
+    elif approved and weight < policy.ceiling:
+        text = f"{because}; approved, stepping to {next_weight}%."
+    else:
+        text = f"{because}; stepping to {next_weight}%."
+    return Decision(verdict, text, statistic, None, next_weight)

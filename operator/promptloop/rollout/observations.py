@@ -23,6 +23,7 @@ from promptloop.rollout.notifications import Sink
 __all__ = [
     "Counters",
     "Observations",
+    "Readiness",
     "Rendering",
     "RouterVersion",
 ]
@@ -35,6 +36,18 @@ class RouterVersion:
     version: str
     weight: int
     last_heartbeat: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether a version can take traffic through the router, and why (for a condition).
+
+    ``ready`` is None when the router could not be asked (missing data: hold, no clock runs).
+    """
+
+    ready: bool | None
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,15 @@ class Observations:
     notification_sinks
         The sinks configured for this rollout (the operator's and ``spec.notifications``'s):
         each transition to announce gets one delivery per sink that wants its event.
+    challenger_readiness
+        What the router says about the canary's version (registered and answering at its own
+        address on AgentField; the route carrying the canary backend on Gateway API); None when
+        it was not asked (no canary, or no router).
+    router_orders_by_version_string
+        The router's real routing sends every call to the smallest version string (AgentField's
+        execute route): a challenger that sorts first must be refused. True when unknown.
+    router_drains_by_weight
+        Weight 0 takes a version out of rotation (Gateway API; not AgentField).
     """
 
     rollout: AgentRollout
@@ -113,6 +135,9 @@ class Observations:
     counters_problem: str | None = None
     renderings: Mapping[str, Rendering] = field(default_factory=dict)
     notification_sinks: tuple[Sink, ...] = ()
+    challenger_readiness: Readiness | None = None
+    router_orders_by_version_string: bool = True
+    router_drains_by_weight: bool = False
 
     @property
     def namespace(self) -> str:

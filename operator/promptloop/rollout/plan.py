@@ -49,6 +49,7 @@ __all__ = [
     "reject",
     "roll_back",
     "seed",
+    "withdraw_exposure",
 ]
 
 
@@ -124,6 +125,7 @@ def begin_canary(
         started_at=iso_precise(now),
     )
     status.window = None
+    status.evidence = None
     status.decision = None
     status.counts = None
     status.message = f"rendered {name} ({proposal.spec.version}); waiting for it to be ready"
@@ -184,6 +186,10 @@ def seed(
     )
 
 
+#: Event reasons of rollbacks that are not plain "worse" verdicts.
+_ROLLBACK_REASONS = {"deadline": "DecisionDeadline", "guard": "FailureRateGuard"}
+
+
 def apply_verdict(
     *,
     rollout: AgentRolloutStatus,
@@ -237,6 +243,9 @@ def apply_verdict(
         reason=decision.reason,
         statistic=decision.statistic,
         samples_needed=decision.samples_needed,
+        interval=list(decision.interval) if decision.interval else None,
+        strata=decision.strata,
+        dispersion=decision.dispersion,
         decided_at=iso(now),
     )
     proposal_status = proposal.status.model_copy(deep=True)
@@ -245,7 +254,12 @@ def apply_verdict(
 
     if decision.verdict is Verdict.ROLLBACK:
         return roll_back(
-            rollout=status, proposal=proposal, policy=policy, reason=decision.reason, now=now
+            rollout=status,
+            proposal=proposal,
+            policy=policy,
+            reason=decision.reason,
+            now=now,
+            event_reason=_ROLLBACK_REASONS.get(decision.cause or "", "RolledBack"),
         )
     if decision.verdict is Verdict.PROMOTE:
         return promote(rollout=status, proposal=proposal, now=now)
@@ -412,8 +426,11 @@ def roll_back(
     reason: str,
     now: datetime,
     phase: ProposalPhase = ProposalPhase.ROLLED_BACK,
+    event_reason: str = "RolledBack",
+    drain: bool = False,
 ) -> Outcome:
-    """Drop the challenger to the floor.
+    """Drop the challenger to the floor, or out altogether with ``drain`` (``event_reason`` names
+    the Events' reason).
 
     AgentField cannot drain a version by weight (0 counts as 100), so a floor of 0 takes the
     challenger out of the router and scales it to zero. A floor above 0 keeps it at that share
@@ -426,7 +443,7 @@ def roll_back(
     # A rollback never raises the weight: a challenger that was never seeded (progressDeadline)
     # or sits below a floor raised since is drained or kept where it is, not given more.
     weight = status.canary.weight if status.canary is not None else None
-    floor = min(policy.floor, weight or 0)
+    floor = 0 if drain else min(policy.floor, weight or 0)
     drain = floor == 0
     if drain:
         status.canary = None
@@ -434,6 +451,7 @@ def roll_back(
         status.canary.weight = floor
         status.canary.rolled_back = True
     status.window = None
+    status.evidence = None
     status.counts = None
     status.phase = rollout_transition(status.phase, RolloutPhase.ROLLED_BACK)
     proposal_status.phase = proposal_transition(proposal_status.phase, phase)
@@ -468,15 +486,52 @@ def roll_back(
         ),
     )
     notices = [
-        Notice(on_proposal=False, reason="RolledBack", message=message, warning=True),
+        Notice(on_proposal=False, reason=event_reason, message=message, warning=True),
         Notice(
             on_proposal=True,
-            reason="Rejected" if phase is ProposalPhase.REJECTED else "RolledBack",
+            reason="Rejected" if phase is ProposalPhase.REJECTED else event_reason,
             message=message,
             warning=True,
         ),
     ]
     return Outcome(status, proposal_status, notices, scale_challenger_to_zero=drain)
+
+
+def withdraw_exposure(
+    *,
+    rollout: AgentRolloutStatus,
+    proposal: PromptProposal,
+    policy: CanaryPolicy,
+    reason: str,
+    now: datetime,
+) -> Outcome:
+    """The challenger gets (or would get) far more traffic than its weight: take it out now.
+
+    Whatever the floor, it is drained (scaled to zero: on AgentField nothing else removes a
+    version from rotation), the proposal is rolled back and can never be promoted,
+    ``TrafficVerified`` is False with reason ``OverExposed``, and a warning Event says why on
+    both objects.
+    """
+    outcome = roll_back(
+        rollout=rollout, proposal=proposal, policy=policy, reason=reason, now=now, drain=True
+    )
+    outcome.rollout.conditions = set_condition(
+        outcome.rollout.conditions,
+        type_="TrafficVerified",
+        status=False,
+        reason="OverExposed",
+        message=reason,
+        now=now,
+    )
+    message = (
+        f"{proposal.spec.version} was exposed beyond its weight before approval and has been "
+        f"scaled to zero: {reason}"
+    )
+    outcome.notices = [
+        Notice(on_proposal=False, reason="OverExposed", message=message, warning=True),
+        Notice(on_proposal=True, reason="OverExposed", message=message, warning=True),
+    ]
+    return outcome
 
 
 def reject(
@@ -537,6 +592,7 @@ def promote(*, rollout: AgentRolloutStatus, proposal: PromptProposal, now: datet
     status.stable_proposal = proposal.metadata.name
     status.canary = None
     status.window = None
+    status.evidence = None
     # The finished canary's rates would otherwise linger in `kubectl get ar`.
     status.counts = None
     status.phase = rollout_transition(status.phase, RolloutPhase.STABLE)
@@ -576,6 +632,7 @@ def clear_canary(*, rollout: AgentRolloutStatus, reason: str, now: datetime) -> 
     version = status.canary.version if status.canary else None
     status.canary = None
     status.window = None
+    status.evidence = None
     status.counts = None
     status.decision = None
     status.phase = rollout_transition(status.phase, RolloutPhase.STABLE)

@@ -14,6 +14,14 @@ requests, or a weight near 100 where ``p (1 - p)`` is tiny, the z-test alone wou
 bias significant (the router's minimum shares, requests in flight across a step) and hold a
 canary at 100% forever over one stray request to the stable version. Zero canary requests are
 judged by the same test: at a small weight with few requests, none is the likely outcome.
+
+The opposite failure is worse: a canary that gets significantly **more** than its weight is
+exposed before anyone approved it. On AgentField this happens when the challenger's version
+string sorts first (``2.10.0`` before ``2.9.0``): ``GetAgent`` is ``ORDER BY version='' desc,
+version ASC LIMIT 1`` and execute sends every call to that row. Over-exposure is judged with the
+same care, mirrored: the stable version's share is the one that must be implausibly low
+(``z > Z`` for the canary) *and* grossly below the stable's weight (under ``GROSS_FRACTION`` of
+``100 - weight``). A canary at 100 % cannot be over-exposed.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ class TrafficVerdict(enum.StrEnum):
     VERIFIED = "Verified"
     TOO_LITTLE = "TooLittleTraffic"
     NOT_HONOURED = "WeightsNotHonoured"
+    OVER_EXPOSED = "OverExposed"
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,8 @@ def verify_traffic(*, canary_requests: int, stable_requests: int, weight: int) -
     -------
     TrafficCheck
         ``Verified`` when the share is plausible, ``TooLittleTraffic`` when there are too few
-        requests to tell, ``WeightsNotHonoured`` when the canary gets none or far too little.
+        requests to tell, ``WeightsNotHonoured`` when the canary gets none or far too little,
+        ``OverExposed`` when it gets far more than its weight.
     """
     total = canary_requests + stable_requests
     if total < MIN_REQUESTS or weight <= 0:
@@ -96,6 +106,21 @@ def verify_traffic(*, canary_requests: int, stable_requests: int, weight: int) -
             f"the canary served {canary_requests} of {total} requests ({observed:.1f}%) at weight "
             f"{weight}%: the router does not seem to honour weights (AgentField's execute path "
             "routes every call to one version unless the caller splits by weight)",
+        )
+    stable_weight = 100 - weight
+    if (
+        stable_weight > 0
+        and z > Z_THRESHOLD
+        and (100.0 - observed) < GROSS_FRACTION * stable_weight
+    ):
+        return TrafficCheck(
+            TrafficVerdict.OVER_EXPOSED,
+            observed,
+            weight,
+            total,
+            f"the canary served {canary_requests} of {total} requests ({observed:.1f}%) at weight "
+            f"{weight}%: it is exposed far beyond its weight before approval (on AgentField, "
+            "execute sends every call to the smallest version string, which the canary's is)",
         )
     return TrafficCheck(
         TrafficVerdict.VERIFIED,

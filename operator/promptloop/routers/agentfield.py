@@ -34,16 +34,19 @@ import httpx
 
 from promptloop.api import VersionWeight
 from promptloop.routers.base import (
+    ConnectorDisabled,
+    Readiness,
     RouterError,
     RouterForbidden,
     RouterUnavailable,
+    Split,
     UnknownVersion,
     VersionInfo,
     plan_shares,
     readback,
 )
 
-__all__ = ["AgentFieldRouter", "RetryPolicy", "parse_go_time"]
+__all__ = ["AgentFieldRouter", "AgentFieldTraffic", "RetryPolicy", "parse_go_time"]
 
 log = logging.getLogger(__name__)
 
@@ -222,8 +225,8 @@ class AgentFieldRouter:
         what = f"GET versions of node {node_id!r}"
         response = await self._request("GET", f"/reasoners/{quote(node_id, safe='')}/versions")
         if response.status_code == 404:
-            # {"error":"agent not found"}: nothing registered yet (or the connector is absent,
-            # which manifest() tells apart).
+            self._raise_if_disabled(response, what)
+            # {"error":"agent not found"}: nothing registered yet.
             return []
         self._expect_ok(response, what)
         body = self._json(response, what)
@@ -360,11 +363,27 @@ class AgentFieldRouter:
         # unredacted either.
         return text.replace(self._token, "***") if self._token else text
 
+    def _raise_if_disabled(self, response: httpx.Response, what: str) -> None:
+        """A 404 from gin's catch-all (``endpoint_not_found``, handlers/agentic/discover.go:88-98
+        in 0.1.128): the connector group was never registered (server/routes_connector.go:17-20).
+        """
+        try:
+            body = response.json()
+        except ValueError:
+            return
+        if isinstance(body, dict) and body.get("error") == "endpoint_not_found":
+            raise ConnectorDisabled(
+                f"AgentField answered {what} with 404 endpoint_not_found: its connector is not "
+                "enabled (start the control plane with features.connector.enabled and a token, "
+                "AGENTFIELD_CONNECTOR_ENABLED=true and AGENTFIELD_CONNECTOR_TOKEN)"
+            )
+
     def _expect_ok(self, response: httpx.Response, what: str) -> None:
         if 200 <= response.status_code < 300:
             return
         detail = self._redact(_error_text(response))
         if response.status_code == 404:
+            self._raise_if_disabled(response, what)
             raise RouterError(
                 f"AgentField answered {what} with 404 ({detail}); is the connector enabled "
                 "(it needs a token at control-plane start)?"
@@ -436,3 +455,127 @@ class AgentFieldRouter:
         raise RouterUnavailable(
             f"AgentField {what} failed after {self._retry.attempts} attempts: {problem}"
         )
+
+
+class AgentFieldTraffic:
+    """:class:`AgentFieldRouter` bound to one node: AgentField as a ``TrafficRouter``.
+
+    AgentField cannot drain by weight (0 counts as 100) and its execute route sends every call
+    to the smallest version string, so ``drains_by_weight`` is False and
+    ``orders_by_version_string`` True: the reconciler scales a drained challenger to zero and
+    refuses a version that would sort first.
+
+    Readiness of a version is what AgentField can vouch for plus what the version itself
+    answers: registered (else "not registered", told apart from a disabled connector), and a
+    ``GET {base_url}/health`` of its own address (the SDK serves it). The version's
+    ``last_heartbeat`` is only advisory: the control plane writes at most one heartbeat per
+    2 s per *node id*, and a beat that carries a status stamps the smallest version's row
+    (handlers/nodes_heartbeat.go:41-69/141, services/status_manager.go:336/660 in 0.1.128).
+    """
+
+    kind = "agentfield"
+    drains_by_weight = False
+    orders_by_version_string = True
+
+    def __init__(
+        self,
+        router: AgentFieldRouter,
+        node_id: str,
+        *,
+        client: httpx.AsyncClient,
+        probe_timeout: float = 2.0,
+    ) -> None:
+        self.router = router
+        self.node_id = node_id
+        self._client = client
+        self._probe_timeout = probe_timeout
+        self._versions: list[VersionInfo] | None = None
+
+    def __repr__(self) -> str:
+        return f"AgentFieldTraffic({self.router.url!r}, node={self.node_id!r})"
+
+    async def aclose(self) -> None:
+        """Close the underlying router's client if it owns one."""
+        await self.router.aclose()
+
+    async def listed(self) -> list[VersionInfo]:
+        """The node's versions, listed once and remembered for this object's life (one pass)."""
+        if self._versions is None:
+            self._versions = await self.router.list_versions(self.node_id)
+        return self._versions
+
+    async def known_versions(self) -> list[str]:
+        """Every version AgentField keeps registered for the node (rows are never deleted)."""
+        return [v.version for v in await self.listed()]
+
+    async def apply(self, split: Split) -> list[VersionWeight]:
+        """Write every share and read them back; a 0 % canary is held at the minimum share
+        (AgentField cannot drain by weight: the caller scales the challenger to zero)."""
+        canary = split.canary if split.canary_percent > 0 else None
+        others = tuple(v for v in split.others if v != canary)
+        if split.canary is not None and canary is None:
+            others = (*others, split.canary)
+        self._versions = None
+        return await self.router.apply_weights(
+            self.node_id,
+            stable=split.stable,
+            canary=canary,
+            canary_percent=split.canary_percent if canary else 0,
+            others=others,
+        )
+
+    async def read(self) -> list[VersionWeight]:
+        """The raw shares AgentField holds now (roles are the caller's business)."""
+        self._versions = None
+        return [
+            VersionWeight(version=v.version, percent=0.0, raw=v.weight, role=None)
+            for v in await self.listed()
+        ]
+
+    async def version_ready(self, version: str) -> Readiness:
+        """Registered, and its own address answers ``/health``; the heartbeat is advisory."""
+        try:
+            versions = await self.listed()
+        except ConnectorDisabled as error:
+            return Readiness(False, "ConnectorDisabled", str(error))
+        except RouterUnavailable as error:
+            return Readiness(None, "Unavailable", f"cannot list versions in AgentField: {error}")
+        except RouterError as error:
+            return Readiness(None, "Unavailable", str(error))
+        match = next((v for v in versions if v.version == version), None)
+        if match is None:
+            return Readiness(
+                False,
+                "NotRegistered",
+                f"version {version} is not registered in AgentField for node {self.node_id}",
+            )
+        if not match.base_url:
+            return Readiness(False, "NoAddress", f"version {version} registered no base_url")
+        probe = f"{match.base_url.rstrip('/')}/health"
+        try:
+            answer = await self._client.get(probe, timeout=self._probe_timeout)
+        except httpx.HTTPError as error:
+            return Readiness(
+                False,
+                "ProbeFailed",
+                f"version {version} does not answer at its own address {probe}: "
+                f"{type(error).__name__}",
+            )
+        if not 200 <= answer.status_code < 300:
+            return Readiness(
+                False,
+                "ProbeFailed",
+                f"version {version} answered {answer.status_code} at {probe}",
+            )
+        advisory = (
+            f"; last heartbeat {match.last_heartbeat.isoformat()} (advisory: AgentField keeps one "
+            "heartbeat per node every 2 s, on the smallest version's row)"
+            if match.last_heartbeat is not None
+            else ""
+        )
+        return Readiness(True, "Ready", f"{version} registered and answers {probe}{advisory}")
+
+    async def drain(self, version: str) -> None:
+        """Nothing AgentField can do: weight 0 counts as 100 and no route deletes a version
+        (the storage's DeleteAgentVersion is reached only from registration). The caller scales
+        the challenger to zero."""

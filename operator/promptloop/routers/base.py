@@ -15,15 +15,19 @@ from typing import Protocol
 
 from promptloop.api import VersionWeight
 from promptloop.constants import AGENTFIELD_WEIGHT_SCALE
+from promptloop.rollout.observations import Readiness as Readiness
 
 __all__ = [
     "MIN_SHARE",
     "ROLE_CANARY",
     "ROLE_OTHER",
     "ROLE_STABLE",
+    "ConnectorDisabled",
+    "Readiness",
     "RouterError",
     "RouterForbidden",
     "RouterUnavailable",
+    "Split",
     "TrafficRouter",
     "UnknownVersion",
     "VersionInfo",
@@ -31,6 +35,7 @@ __all__ = [
     "effective_share",
     "plan_shares",
     "readback",
+    "weights_drifted",
 ]
 
 ROLE_STABLE = "stable"
@@ -55,6 +60,12 @@ class RouterForbidden(RouterError):
 
 class RouterUnavailable(RouterError):
     """The backend could not be reached, or kept failing (5xx), after bounded retries."""
+
+
+class ConnectorDisabled(RouterError):
+    """AgentField has no connector routes at all (404 ``endpoint_not_found``): it was started
+    without ``features.connector.enabled`` and a token. Not the same as a node or version that
+    is not registered (404 ``agent not found``, 500 for a version)."""
 
 
 class UnknownVersion(RouterError):
@@ -87,28 +98,82 @@ class VersionInfo:
     base_url: str
 
 
-class TrafficRouter(Protocol):
-    """What the operator needs from a traffic backend."""
+@dataclass(frozen=True)
+class Split:
+    """The split the rollout's status asks for, in percent (the API's unit).
 
-    async def list_versions(self, node_id: str) -> list[VersionInfo]:
-        """Every registered version of ``node_id``, each once."""
+    Attributes
+    ----------
+    stable
+        The stable version; it gets ``100 - canary_percent``.
+    canary
+        The challenger's version, or None when there is no canary.
+    canary_percent
+        0..100; 0 with a canary means drained (only a router that ``drains_by_weight`` can).
+    others
+        Other versions the router knows; each gets the router's minimum share.
+    """
+
+    stable: str
+    canary: str | None
+    canary_percent: int
+    others: tuple[str, ...] = ()
+
+
+class TrafficRouter(Protocol):
+    """What the reconciler needs from a traffic backend, whichever it is.
+
+    Weights are percentages in, percentages (and the backend's raw numbers) out. Every write is
+    idempotent and read back; nothing is cached between passes. Adding a backend (an SMI
+    TrafficSplit, an Istio VirtualService) means one more class with these members and no change
+    to the decision code.
+    """
+
+    #: The ``spec.router`` key this router serves (``agentfield``, ``gatewayAPI``).
+    kind: str
+    #: Whether weight 0 really takes a version out of rotation (False for AgentField, where 0
+    #: counts as 100: the challenger must be scaled to zero instead).
+    drains_by_weight: bool
+    #: Whether the backend's real routing sends everything to the smallest version string
+    #: (AgentField's execute route), so that a challenger sorting first must be refused.
+    orders_by_version_string: bool
+
+    async def known_versions(self) -> list[str]:
+        """Every version the backend routes to or keeps registered."""
         ...
 
-    async def apply_weights(
-        self,
-        node_id: str,
-        *,
-        stable: str,
-        canary: str | None,
-        canary_percent: int,
-        others: Sequence[str] = (),
-    ) -> list[VersionWeight]:
-        """Write the split, then read it back."""
+    async def apply(self, split: Split) -> list[VersionWeight]:
+        """Write the split (idempotently), then read it back."""
+        ...
+
+    async def read(self) -> list[VersionWeight]:
+        """The split as the backend holds it now (no write)."""
+        ...
+
+    async def version_ready(self, version: str) -> Readiness:
+        """Whether ``version`` can take traffic (beyond its Deployment being available)."""
+        ...
+
+    async def drain(self, version: str) -> None:
+        """Take ``version`` out of rotation as far as the backend can (weight 0 where it
+        drains by weight; a no-op elsewhere, where the caller scales the challenger to zero)."""
         ...
 
     async def aclose(self) -> None:
         """Release connections."""
         ...
+
+
+def weights_drifted(expected: Sequence[VersionWeight], actual: Sequence[VersionWeight]) -> bool:
+    """Whether the backend's raw weights differ from what the last pass read back.
+
+    Compared on the raw numbers, version by version; an empty ``expected`` (nothing written yet)
+    is never drift.
+    """
+    want = {w.version: w.raw for w in expected if w.raw is not None}
+    if not want:
+        return False
+    return want != {w.version: w.raw for w in actual if w.raw is not None}
 
 
 def plan_shares(
