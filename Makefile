@@ -117,6 +117,14 @@ test-unit: $(STAMP) helm ## Run the fast tests that need no cluster
 test-integration: $(STAMP) cluster-build helm ## Run the tests against the real local API server
 	@KUBECONFIG=$(PROMPTLOOP_KUBECONFIG) $(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
+# CHAOS_SEED picks the kill points, delays and fuzzed examples; the same seed repeats a run.
+CHAOS_SEED ?= 15
+
+.PHONY: chaos
+chaos: $(STAMP) cluster-build helm ## Faults at full budget (kills, control plane, proxy, fuzz, load, RBAC): table + bench/results/chaos.json
+	@PROMPTLOOP_CHAOS=full PROMPTLOOP_CHAOS_SEED=$(CHAOS_SEED) KUBECONFIG=$(PROMPTLOOP_KUBECONFIG) \
+	  $(PY) -m pytest tests/integration/chaos -p no:cacheprovider $(PYTEST_ARGS)
+
 ##@ Demo and benchmarks
 
 # DEMO_ARGS passes more options through, e.g. DEMO_ARGS="--view lines --rate 40".

@@ -437,8 +437,25 @@ def stable_deployment(*, agentfield_url: str, model_base_url: str, model: str) -
     }
 
 
-def agent_rollout(*, agentfield_url: str) -> dict[str, Any]:
-    """The classifier's AgentRollout: AgentField router, agentfieldMemory metrics."""
+PROMETHEUS_TOTAL = 'sum(classifier_outcomes_total{version="{{ version }}"})'
+PROMETHEUS_FAILED = 'sum(classifier_failures_total{version="{{ version }}"})'
+
+
+def agent_rollout(*, agentfield_url: str, prometheus_url: str | None = None) -> dict[str, Any]:
+    """The classifier's AgentRollout: AgentField router; the agents' own Prometheus counters
+    through a local Prometheus server, or (without one installed) agentfieldMemory."""
+    metrics: dict[str, Any] = (
+        {
+            "prometheus": {
+                "url": prometheus_url,
+                "totalQuery": PROMETHEUS_TOTAL,
+                "failedQuery": PROMETHEUS_FAILED,
+                "timeout": "5s",
+            }
+        }
+        if prometheus_url
+        else {"agentfieldMemory": {"keyPrefix": "promptloop.outcomes"}}
+    )
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "AgentRollout",
@@ -453,7 +470,7 @@ def agent_rollout(*, agentfield_url: str) -> dict[str, Any]:
                     "tokenSecretRef": {"name": "agentfield-connector", "key": "token"},
                 }
             },
-            "metrics": {"agentfieldMemory": {"keyPrefix": "promptloop.outcomes"}},
+            "metrics": metrics,
             "canary": canary_policy(),
         },
     }
@@ -600,6 +617,7 @@ class Demo:
         self.cluster_started = False
         self.agentfield: Any = None
         self.simulator: Any = None
+        self.prometheus: Any = None
         self.model: _Model | None = None
         self.operator: subprocess.Popen[bytes] | None = None
         self.kubelet: ProcessKubelet | None = None
@@ -696,6 +714,7 @@ class Demo:
         self._cluster()
         self._agentfield()
         self._model()
+        self._prometheus()
         self._crds_and_operator_identity()
         self._namespace_objects()
         self._start_operator()
@@ -740,6 +759,31 @@ class Demo:
         self.record["agentfield_dir"] = str(self.state_dir / "agentfield")
         self._save()
         self.say(f"AgentField stand-in at {self.agentfield.url} (pid {self.agentfield.pid})")
+
+    def _prometheus(self) -> None:
+        from devenv.prometheus import PrometheusError, prometheus_binary, start_prometheus
+
+        if prometheus_binary() is None:
+            self.say(
+                "prometheus is not installed: the rollout reads the agents' counters from "
+                "AgentField memory instead (agentfieldMemory; `apt-get install "
+                "--no-install-recommends prometheus` to use the prometheus provider)"
+            )
+            return
+        workdir = self.state_dir / "prometheus"
+        try:
+            self.prometheus = start_prometheus(workdir, targets_file=workdir / "targets.json")
+        except PrometheusError as error:
+            self.say(f"could not start prometheus ({error}); using agentfieldMemory instead")
+            return
+        self.record["prometheus"] = self.prometheus.pid
+        self._save()
+        self.say(
+            f"Prometheus at {self.prometheus.url} (pid {self.prometheus.pid}) scrapes every agent "
+            "process's /metrics each second (the process kubelet keeps the target list); the "
+            "rollout reads classifier_outcomes_total and classifier_failures_total per version "
+            "with the prometheus provider"
+        )
 
     def _model(self) -> None:
         key = os.environ.get("OPENAI_API_KEY", "")
@@ -855,7 +899,13 @@ class Demo:
             ),
             ns,
         )
-        self._apply(agent_rollout(agentfield_url=self.agentfield.url), ns)
+        self._apply(
+            agent_rollout(
+                agentfield_url=self.agentfield.url,
+                prometheus_url=self.prometheus.url if self.prometheus is not None else None,
+            ),
+            ns,
+        )
 
     def _start_operator(self) -> None:
         port = free_port()
@@ -922,6 +972,11 @@ class Demo:
             cwd=classifier_dir(),
             state_dir=self.state_dir / "pods",
             say=self._kubelet_say,
+            targets_file=(
+                self.state_dir / "prometheus" / "targets.json"
+                if self.prometheus is not None
+                else None
+            ),
         )
         self.kubelet_thread = threading.Thread(
             target=self.kubelet.run, args=(self.kubelet_stop,), daemon=True
@@ -1397,6 +1452,9 @@ class Demo:
             say(f"stopping the AgentField stand-in (pid {self.agentfield.pid})")
             with contextlib.suppress(Exception):
                 stop_agentfield(self.agentfield)
+        if self.prometheus is not None:
+            say(f"stopping Prometheus (pid {self.prometheus.pid})")
+            self.prometheus.stop()
         if self.simulator is not None:
             from devenv.llm import stop_llm_simulator
 
@@ -1413,7 +1471,7 @@ class Demo:
         for token_file in (self.operator_kubeconfig, self.improver_kubeconfig):
             token_file.unlink(missing_ok=True)
         if self.record:
-            self.record.update(pid=0, agents={}, operator=None, finished=True)
+            self.record.update(pid=0, agents={}, operator=None, prometheus=None, finished=True)
             with contextlib.suppress(OSError):
                 self._save()
 
@@ -1622,6 +1680,9 @@ def demo_down(
     operator_pid = int(record.get("operator") or 0)
     if operator_pid and stop_pid(operator_pid, marker=b"operator"):
         report(f"stopped the operator (pid {operator_pid})")
+    prometheus_pid = int(record.get("prometheus") or 0)
+    if prometheus_pid and stop_pid(prometheus_pid, marker=b"prometheus"):
+        report(f"stopped Prometheus (pid {prometheus_pid})")
     from devenv import agentfield, llm
 
     if record.get("agentfield_dir"):

@@ -470,6 +470,9 @@ class ProcessKubelet:
         Where it reports what it does.
     prompt_env
         The env var carrying the prompt (shown in full when a process starts).
+    targets_file
+        If set, a Prometheus ``file_sd`` file kept listing every running agent's
+        ``127.0.0.1:PORT`` (what a Prometheus pod discovery would find).
     """
 
     def __init__(
@@ -483,6 +486,7 @@ class ProcessKubelet:
         state_dir: Path,
         say: Callable[[str], None],
         prompt_env: str = "SYSTEM_PROMPT",
+        targets_file: Path | None = None,
     ) -> None:
         from kubernetes import client
 
@@ -496,6 +500,8 @@ class ProcessKubelet:
         self.state_dir = state_dir
         self.say = say
         self.prompt_env = prompt_env
+        self.targets_file = targets_file
+        self._targets: list[str] | None = None
         self.processes: dict[str, AgentProcess] = {}
         self._crashes: dict[str, _Crash] = {}
         self._problems: dict[str, str] = {}
@@ -521,6 +527,17 @@ class ProcessKubelet:
                     self._stop(name, "its Deployment is gone or scaled to zero")
             for name, deployment in wanted.items():
                 self._ensure(name, deployment)
+            self._write_targets()
+
+    def _write_targets(self) -> None:
+        if self.targets_file is None:
+            return
+        from devenv.prometheus import write_targets
+
+        targets = sorted(f"127.0.0.1:{agent.port}" for agent in self.processes.values())
+        if targets != self._targets:
+            write_targets(self.targets_file, targets)
+            self._targets = targets
 
     def _ensure(self, name: str, deployment: Mapping[str, Any]) -> None:
         try:

@@ -21,11 +21,14 @@ from typing import Any
 
 import httpx
 
-from promptloop.api import AgentRollout, CanaryStatus, PromptProposal
+from promptloop.api import AgentRollout, CanaryStatus, PromptProposal, RolloutPhase
 from promptloop.api.common import from_cluster
 from promptloop.constants import API_VERSION, PROPOSAL_KIND
 from promptloop.k8s.client import Kube, KubeError, NotFound
+from promptloop.metrics.base import MetricsProvider as EvidenceProvider
 from promptloop.metrics.base import MetricsUnavailable
+from promptloop.metrics.endpoint import ClientPool
+from promptloop.metrics.endpoint import resolve as resolve_endpoint
 from promptloop.metrics.providers import provider_for as evidence_provider_for
 from promptloop.render.challenger import (
     LABEL_APP_VERSION,
@@ -38,6 +41,7 @@ from promptloop.render.challenger import (
 )
 from promptloop.rollout.observations import Counters, Observations, Rendering, RouterVersion
 from promptloop.rollout.phases import PROPOSAL_TERMINAL
+from promptloop.rollout.queue import queue_key
 from promptloop.routers.agentfield import AgentFieldRouter, AgentFieldTraffic, RetryPolicy
 from promptloop.routers.base import Readiness, RouterError, RouterForbidden, TrafficRouter
 from promptloop.routers.gatewayapi import GatewayApiRouter
@@ -64,11 +68,14 @@ class Gatherer:
         *,
         clock: Callable[[], datetime],
         router_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0),
+        clients: ClientPool | None = None,
     ) -> None:
         self.kube = kube
         self.http = http
         self.clock = clock
         self.router_retry_delays = router_retry_delays
+        # Metrics backends with their own CA bundle get their own client (metrics.endpoint).
+        self.clients = clients or ClientPool(http)
 
     async def gather(self, raw: dict[str, Any], *, cause: str) -> Gathered:
         """Everything :func:`~promptloop.rollout.advance.advance` decides from."""
@@ -78,9 +85,16 @@ class Gatherer:
         namespace = rollout.metadata.namespace or "default"
         status = rollout.status
         canary = status.canary
-        wants_counters = bool(
-            canary is not None and canary.weight is not None and canary.version
-        ) and not (canary is not None and canary.rolled_back)
+        # The evidence is read while a canary holds a weight, except in the pass an approver
+        # waits for: an approval given at the ceiling steps to it and leaves the evidence to the
+        # next tick, so that pass need not wait for the evidence provider.
+        wants_counters = (
+            canary is not None
+            and canary.weight is not None
+            and bool(canary.version)
+            and not canary.rolled_back
+            and not (cause == "approval" and status.phase is RolloutPhase.AWAITING_APPROVAL)
+        )
         stable_name = status.stable_deployment or rollout.spec.stable.deployment_name
 
         # Reads that depend on another run as chains, all chains at once: the pass waits for
@@ -177,7 +191,7 @@ class Gatherer:
                 for p in raw
                 if p.get("spec", {}).get("rolloutRef", {}).get("name") == rollout.metadata.name
             ),
-            key=lambda p: (p.metadata.creation_timestamp or "", p.metadata.name),
+            key=queue_key,
         )
 
     async def token(self, rollout: AgentRollout) -> tuple[str | None, str | None]:
@@ -318,6 +332,33 @@ class Gatherer:
             # The provider then answers 401/403 as MetricsUnavailable: the rollout holds.
             return None
 
+    async def evidence_provider(
+        self, rollout: AgentRollout, api_key: str | None
+    ) -> EvidenceProvider:
+        """The rollout's evidence provider, with its backend's headers and credentials read
+        from their Secrets (:class:`MetricsUnavailable` naming a missing one: the rollout
+        holds)."""
+        spec = rollout.spec.metrics
+        options = spec.prometheus or spec.http
+        endpoint = None
+        if options is not None:
+            endpoint = await resolve_endpoint(
+                options,
+                namespace=rollout.metadata.namespace or "default",
+                read_secret=self.kube.get_secret_value,
+                pool=self.clients,
+            )
+        return evidence_provider_for(
+            spec,
+            node_id=rollout.spec.agent.node_id,
+            router_url=rollout.spec.router.agentfield.url if rollout.spec.router.agentfield else "",
+            client=endpoint.client if endpoint else self.http,
+            api_key=api_key,
+            timeout=endpoint.timeout if endpoint else 5.0,
+            headers=endpoint.headers if endpoint else None,
+            auth=endpoint.auth if endpoint else None,
+        )
+
     async def counters(
         self, rollout: AgentRollout, api_key: str | None
     ) -> tuple[Counters | None, str | None]:
@@ -325,14 +366,8 @@ class Gatherer:
         canary = rollout.status.canary
         assert canary is not None and canary.version
         stable_version = rollout.status.stable_version or rollout.spec.stable.version
-        provider = evidence_provider_for(
-            rollout.spec.metrics,
-            node_id=rollout.spec.agent.node_id,
-            router_url=rollout.spec.router.agentfield.url if rollout.spec.router.agentfield else "",
-            client=self.http,
-            api_key=api_key,
-        )
         try:
+            provider = await self.evidence_provider(rollout, api_key)
             stable, challenger = await asyncio.gather(
                 provider.read(stable_version), provider.read(canary.version)
             )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -29,9 +30,13 @@ import httpx
 from promptloop.api import AgentRollout, PromptProposal, VersionWeight
 from promptloop.api.common import from_cluster
 from promptloop.constants import PROPOSAL_PLURAL, ROLLOUT_PLURAL
+from promptloop.crashpoints import CrashPoint
 from promptloop.k8s.client import Kube, NotFound
+from promptloop.metrics.endpoint import ClientPool
+from promptloop.notify.dispatch import Notifier
 from promptloop.observability import OperatorMetrics
 from promptloop.observe import Gatherer
+from promptloop.rollout import notifications
 from promptloop.rollout.advance import (
     RouterResult,
     advance,
@@ -43,6 +48,7 @@ from promptloop.rollout.effects import (
     ApplyManifests,
     AssertWeights,
     CountDecision,
+    Notify,
     PostEvent,
     ScaleToZero,
     Step,
@@ -79,14 +85,21 @@ class Reconciler:
         router_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0),
         gatherer: Gatherer | None = None,
         max_concurrent_ticks: int = 32,
+        notifier: Notifier | None = None,
+        crash_point: CrashPoint | None = None,
     ) -> None:
         self.kube = kube
         self.http = http
         self.metrics = metrics or OperatorMetrics()
         self.clock = clock
+        # Clients for metrics backends with their own CA bundle (closed at shutdown).
+        self.clients = ClientPool(http)
         self.gatherer = gatherer or Gatherer(
-            kube, http, clock=clock, router_retry_delays=router_retry_delays
+            kube, http, clock=clock, router_retry_delays=router_retry_delays, clients=self.clients
         )
+        self.notifier = notifier
+        # Off unless PROMPTLOOP_CRASH_AFTER arms it (the chaos suite's exact kill points).
+        self.crash_point = crash_point or CrashPoint.from_environment()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         # Periodic passes and weight-guard reads run at most this many at a time. Without a
         # bound, 1,000 daemons starting together open 1,000 connections to AgentField at once
@@ -165,10 +178,53 @@ class Reconciler:
         rollout = gathered.observations.rollout
         if gathered.router is not None:
             self._routers[(namespace, name)] = gathered.router
-        step = advance(gathered.observations)
-        await self.execute(
-            step, rollout=rollout, router=gathered.router, now=gathered.observations.now
-        )
+        observations = gathered.observations
+        if self.notifier is not None:
+            sinks = self.notifier.sinks_for(rollout.spec.notifications)
+            observations = dataclasses.replace(observations, notification_sinks=tuple(sinks))
+        step = advance(observations)
+        await self.execute(step, rollout=rollout, router=gathered.router, now=observations.now)
+
+    async def record_notification(
+        self,
+        namespace: str,
+        name: str,
+        record_id: str,
+        sink: str,
+        attempts: int,
+        sent: bool,
+        final: bool,
+        error: str | None,
+    ) -> None:
+        """Write one delivery's outcome into the rollout's outbox (``status.notifications``).
+
+        Under the rollout's lock, so it never races a pass (a pass writes the whole status it
+        read; this write lands between passes, and the next pass reads it).
+        """
+        async with self.lock(namespace, name):
+            try:
+                raw = await self.kube.get_rollout(namespace, name)
+            except NotFound:
+                return
+            rollout = from_cluster(AgentRollout, raw)
+            updated = notifications.record_attempt(
+                rollout.status.notifications,
+                record_id=record_id,
+                sink=sink,
+                attempts=attempts,
+                sent=sent,
+                final=final,
+                error=error,
+                now=self.clock(),
+            )
+            if updated == rollout.status.notifications:
+                return
+            await self.kube.patch_status(
+                ROLLOUT_PLURAL,
+                namespace,
+                name,
+                {"notifications": [r.model_dump(mode="json", by_alias=True) for r in updated]},
+            )
 
     async def mark_orphans(self, namespace: str, rollout_name: str) -> None:
         """Proposals that reference a rollout which does not exist become Invalid."""
@@ -229,6 +285,11 @@ class Reconciler:
                 case CountDecision(verdict=verdict):
                     assert rollout is not None
                     self.metrics.count_decision(rollout, verdict)
+                case Notify(records=records, spec=spec):
+                    assert rollout is not None
+                    if self.notifier is not None:
+                        self.notifier.schedule(namespace, rollout.metadata.name, spec, records)
+            self.crash_point.after(type(effect).__name__)
         await self._post(events)
         if rollout is not None and status is not None:
             # Also removes the series of versions the status no longer names.

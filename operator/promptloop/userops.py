@@ -7,6 +7,7 @@ Usage::
 
     promptloop status classifier -n demo         # the live view once
     promptloop status classifier -n demo -w      # redrawn in place until Ctrl-C
+    promptloop status classifier --wait --timeout 30m   # CI: exit 0 promoted, 1 failed, 2 timeout
     promptloop status classifier -o json         # the rollout and its proposal, for scripts
     promptloop diff classifier                   # stable prompt -> challenger prompt
     promptloop approve classifier                # approve the current canary's proposal
@@ -34,6 +35,10 @@ Exit codes:
 4     nothing to act on: no canary and no ``--proposal``, a proposal of another rollout, or a
       proposal that is finished (approving or rejecting it would change nothing)
 ====  =========================================================================================
+
+``status --wait`` has its own three (:mod:`promptloop.outcome`): 0 the proposal was promoted, 1 it
+was rolled back, rejected or found invalid (or the rollout is Invalid), 2 the timeout passed; a
+cluster that cannot be reached is 1 and a missing object 3, as above.
 
 Kubeconfig comes from ``--kubeconfig`` or ``KUBECONFIG`` (in a pod: the ServiceAccount), the
 namespace from ``-n`` or the kubeconfig context's namespace or ``default``. Secrets are never
@@ -64,6 +69,7 @@ from promptloop.api.promptproposal import PromptProposal
 from promptloop.constants import PROPOSAL_PLURAL, ROLLOUT_PLURAL
 from promptloop.k8s.sync import ClusterError, KubeRequestError, SyncKube
 from promptloop.output import OUTPUT_FORMATS, dump_document
+from promptloop.rollout.queue import queue_key
 from promptloop.view import (
     REJECT_ANNOTATION,
     REJECT_REASON_ANNOTATION,
@@ -215,7 +221,7 @@ class Cluster:
                 found.append(from_cluster(PromptProposal, item))
             except pydantic.ValidationError:
                 continue  # one malformed object must not hide the others
-        found.sort(key=lambda p: (p.metadata.creation_timestamp or "", p.metadata.name))
+        found.sort(key=queue_key)
         return found
 
     def stable_prompt(self, rollout: AgentRollout) -> tuple[str | None, str | None]:
@@ -362,6 +368,8 @@ def _digest(text: str) -> str:
 
 def _status(args: argparse.Namespace) -> int:
     cluster = Cluster.connect(args)
+    if args.wait:
+        return _wait_outcome(cluster, args)
     interactive = sys.stdout.isatty()
     if args.watch and not interactive:
         _note("-w needs a terminal; printing the view once")
@@ -379,6 +387,58 @@ def _status(args: argparse.Namespace) -> int:
         sys.stdout.write(_render(snapshot, args, color=_use_color(args.color, sys.stdout)))
         return EXIT_OK
     return _watch(cluster, args, snapshot)
+
+
+def _wait_outcome(cluster: Cluster, args: argparse.Namespace) -> int:
+    """``status --wait``: block until the proposal is promoted (0), fails (1) or time runs out
+    (2); see :mod:`promptloop.outcome`."""
+    from promptloop import outcome
+
+    deadline = time.monotonic() + args.timeout
+    target: str | None = args.proposal
+    announced = False
+    while True:
+        rollout = cluster.rollout(args.name)
+        proposals = cluster.proposals(args.name)
+        if target is None:
+            target = outcome.choose(rollout, proposals)
+        chosen = next((p for p in proposals if p.metadata.name == target), None)
+        if target is not None and chosen is None and args.proposal is not None:
+            chosen = cluster.proposal(target)  # exists but belongs elsewhere: say so (exit 4)
+            refuse(rollout, chosen)
+        if target is not None and not announced:
+            _note(f"waiting up to {args.timeout:g}s for PromptProposal {target}")
+            announced = True
+        ended = outcome.outcome(rollout, chosen)
+        if ended is not None:
+            _say(sanitize(ended.message))
+            return ended.code
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            phase = chosen.status.phase.value if chosen and chosen.status.phase else "no phase"
+            what = f"PromptProposal {target} is {phase}" if target else "no PromptProposal yet"
+            _note(f"timed out after {args.timeout:g}s: {what}")
+            return outcome.EXIT_TIMEOUT
+        # Proposal phases are written right after the rollout's status: the rollout's watch
+        # wakes this loop on every pass that changes anything.
+        cluster.wait_for_rollout_change(
+            args.name, rollout.metadata.resource_version, min(remaining, 2.0)
+        )
+
+
+def _duration_seconds(text: str) -> float:
+    from promptloop.api.common import parse_duration
+
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            value = parse_duration(text).total_seconds()
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
 
 
 def _render(
@@ -756,7 +816,23 @@ def register(subparsers: Any) -> None:
         ),
     )
     status.add_argument("name", metavar="NAME", help="the AgentRollout")
-    status.add_argument("-w", "--watch", action="store_true", help="redraw until Ctrl-C")
+    mode = status.add_mutually_exclusive_group()
+    mode.add_argument("-w", "--watch", action="store_true", help="redraw until Ctrl-C")
+    mode.add_argument(
+        "--wait",
+        action="store_true",
+        help=(
+            "for CI: wait for the canary's proposal (or --proposal) to finish; exit 0 when "
+            "promoted, 1 when rolled back, rejected or invalid, 2 on timeout"
+        ),
+    )
+    status.add_argument(
+        "--timeout",
+        type=_duration_seconds,
+        default=1800.0,
+        metavar="D",
+        help="with --wait: give up after D (30m, 90s, 1h30m or seconds; default 30m)",
+    )
     status.add_argument(
         "--interval",
         type=_positive,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,7 @@ class Scenario:
         canary: dict[str, Any] | None = None,
         token: str | None = None,
         honour_weights: bool = True,
+        metrics: Callable[[AgentSim], dict[str, Any]] | None = None,
         stable_version: str = "2.0.0",
         via_execute: bool = False,
     ) -> None:
@@ -122,7 +123,11 @@ class Scenario:
                             "tokenSecretRef": {"name": "agentfield-connector", "key": "token"},
                         }
                     },
-                    "metrics": {"http": {"url": self.agents.metrics_url}},
+                    "metrics": (
+                        metrics(self.agents)
+                        if metrics is not None
+                        else {"http": {"url": self.agents.metrics_url}}
+                    ),
                     "canary": policy,
                 },
             }
@@ -149,13 +154,18 @@ class Scenario:
             }
         )
 
-    def start_operator(self, *extra_args: str) -> OperatorProcess:
-        """Start an operator (watching only this namespace) and wait until it is live."""
+    def start_operator(
+        self, *extra_args: str, env: dict[str, str] | None = None
+    ) -> OperatorProcess:
+        """Start an operator (watching only this namespace) and wait until it is live.
+
+        ``env`` adds environment variables (the operator's notification sinks, say)."""
         process = OperatorProcess(
             kubeconfig=self.operator_kubeconfig,
             namespace=self.namespace,
             log_path=self.log_dir / f"operator-{len(self.operators)}.log",
             extra_args=extra_args,
+            env=env,
         )
         self.operators.append(process)
         process.start()

@@ -140,6 +140,9 @@ class AgentSim:
                 self._answer(200, {"version": found.version, "correct": not failed})
 
             def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    self._exposition()
+                    return
                 if self.path.startswith("/agent/"):
                     found, rest = self._agent()
                     if found is None or rest != "/health":
@@ -162,12 +165,33 @@ class AgentSim:
                 self.end_headers()
                 self.wfile.write(payload)
 
+            def _exposition(self) -> None:
+                """The example classifier's counters, in Prometheus' text format, for a real
+                Prometheus server to scrape (examples/classifier/classifier.py)."""
+                with sim.lock:
+                    rows = [(v.version, v.total, v.failed) for v in sim.versions.values()]
+                lines = ["# TYPE classifier_requests_total counter"]
+                lines += [f'classifier_requests_total{{version="{v}"}} {t}' for v, t, _ in rows]
+                lines.append("# TYPE classifier_failures_total counter")
+                lines += [
+                    f'classifier_failures_total{{version="{v}",reason="miss"}} {f}'
+                    for v, _, f in rows
+                ]
+                payload = ("\n".join(lines) + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
             def log_message(self, *_: Any) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.address = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.metrics_url = f"{self.address}/counts/{{{{ version }}}}"
+        # host:port of /metrics, the scrape target of a Prometheus server.
+        self.scrape_target = f"127.0.0.1:{self.server.server_address[1]}"
         self._threads = [
             threading.Thread(target=self.server.serve_forever, daemon=True),
             threading.Thread(target=self._traffic, daemon=True),
@@ -299,8 +323,10 @@ class OperatorProcess:
         namespace: str,
         log_path: Path,
         extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
+        self.extra_env = env or {}
         self.namespace = namespace
         self.log_path = log_path
         self.extra_args = extra_args
@@ -312,7 +338,7 @@ class OperatorProcess:
         """Start, and wait until the liveness endpoint answers."""
         self.liveness_port = free_port()
         self.metrics_port = free_port()
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), **self.extra_env)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [

@@ -141,6 +141,46 @@ MALFORMED: list[tuple[str, str, dict[str, Any], str]] = [
         'unknown field "spec.canary.stepSize"',
     ),
     ("agent missing", "ar", {"spec.agent": _DELETE}, "spec.agent"),
+    (
+        "bearer token and basic auth",
+        "ar",
+        {
+            "spec.metrics.prometheus.bearerTokenSecretRef": {"name": "s", "key": "t"},
+            "spec.metrics.prometheus.basicAuth": {
+                "username": {"name": "s", "key": "u"},
+                "password": {"name": "s", "key": "p"},
+            },
+        },
+        "set at most one of bearerTokenSecretRef and basicAuth",
+    ),
+    (
+        "header with a value and a Secret",
+        "ar",
+        {
+            "spec.metrics.prometheus.headers": [
+                {"name": "X-Scope-OrgID", "value": "a", "valueFrom": {"name": "s", "key": "k"}}
+            ]
+        },
+        "set exactly one of value and valueFrom",
+    ),
+    (
+        "header name with a space",
+        "ar",
+        {"spec.metrics.prometheus.headers": [{"name": "X Org", "value": "a"}]},
+        "spec.metrics.prometheus.headers[0].name",
+    ),
+    (
+        "notification webhook not http",
+        "ar",
+        {"spec.notifications.webhook.url": "ftp://hooks"},
+        "spec.notifications.webhook.url",
+    ),
+    (
+        "unknown notification event",
+        "ar",
+        {"spec.notifications.events": ["Promotd"]},
+        "spec.notifications.events[0]",
+    ),
     ("proposal version not semver", "pp", {"spec.version": "2.1"}, "spec.version"),
     ("empty prompt", "pp", {"spec.systemPrompt": ""}, "spec.systemPrompt"),
     ("oversized prompt", "pp", {"spec.systemPrompt": "x" * 40000}, "spec.systemPrompt"),

@@ -34,7 +34,8 @@ def test_samples_parse() -> None:
     assert rollout.spec.agent.node_id == "classifier"
     assert rollout.spec.router.agentfield is not None
     assert rollout.spec.router.agentfield.token_secret_ref.key == "token"
-    assert rollout.spec.metrics.agentfield_memory is not None
+    assert rollout.spec.metrics.prometheus is not None
+    assert "{{ version }}" in rollout.spec.metrics.prometheus.total_query
     assert rollout.status.phase is None
     proposal = PromptProposal.model_validate(_load("promptproposal.yaml"))
     assert proposal.spec.version == "2.1.0"
@@ -82,7 +83,7 @@ def test_objects_read_from_the_cluster_ignore_fields_of_a_newer_crd() -> None:
     # does not know, at the top of the spec and nested; reading must keep working.
     raw = _load("agentrollout.yaml")
     raw["spec"]["canary"]["stepSize"] = 3
-    raw["spec"]["notifications"] = {"slack": {"channel": "#rollouts"}}
+    raw["spec"]["escalation"] = {"pager": {"channel": "#rollouts"}}
     raw["status"] = {"phase": "Stable", "stableVersion": "2.0.0", "newerStatusField": {"a": 1}}
     rollout = from_cluster(AgentRollout, raw)
     assert rollout.spec.canary.max_step == raw["spec"]["canary"]["maxStep"]

@@ -285,3 +285,30 @@ def test_wilson_interval() -> None:
     low, high = wilson(28, 100) or (0.0, 0.0)
     assert low < 0.28 < high
     assert 0.19 < low < 0.21 and 0.37 < high < 0.39
+
+
+def test_the_demo_rollout_reads_prometheus_when_it_runs_and_memory_otherwise(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from devenv.demo import PROMETHEUS_FAILED, PROMETHEUS_TOTAL
+    from devenv.prometheus import write_targets
+
+    with_server = AgentRollout.model_validate(
+        agent_rollout(agentfield_url="http://127.0.0.1:1", prometheus_url="http://127.0.0.1:9")
+    )
+    prometheus = with_server.spec.metrics.prometheus
+    assert prometheus is not None and prometheus.url == "http://127.0.0.1:9"
+    assert (prometheus.total_query, prometheus.failed_query) == (
+        PROMETHEUS_TOTAL,
+        PROMETHEUS_FAILED,
+    )
+    without = AgentRollout.model_validate(agent_rollout(agentfield_url="http://127.0.0.1:1"))
+    assert without.spec.metrics.agentfield_memory is not None
+    # The process kubelet's target list, in Prometheus' file_sd format.
+    targets = tmp_path / "prom" / "targets.json"
+    write_targets(targets, ["127.0.0.1:9002", "127.0.0.1:9001"])
+    assert json.loads(targets.read_text()) == [
+        {"targets": ["127.0.0.1:9001", "127.0.0.1:9002"], "labels": {}}
+    ]

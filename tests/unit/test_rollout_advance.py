@@ -161,6 +161,26 @@ def observe(
     return Observations(**{**values, **overrides})
 
 
+def settled(obs: Observations) -> Observations:
+    """The observations with each proposal's conditions as an identical earlier pass wrote them
+    (conditions are derived every pass; a row about a pass that leaves a proposal alone starts
+    from proposals whose conditions are already written)."""
+    step = advance(obs)
+    proposals = tuple(
+        p.model_copy(
+            update={
+                "status": p.status.model_copy(
+                    update={"conditions": step.proposals[p.metadata.name].conditions}
+                )
+            }
+        )
+        if p.metadata.name in step.proposals
+        else p
+        for p in obs.proposals
+    )
+    return replace(obs, proposals=proposals)
+
+
 def router_readiness(rollout: AgentRollout, registered: tuple[str, ...]) -> Readiness | None:
     """What the router says about the canary's version in these tests' worlds: ready once
     registered (the real probe of its own address is tested in test_router_protocol.py)."""
@@ -330,12 +350,14 @@ TABLE = [
     ),
     Row(
         "good evidence, but the interval since the last step has not passed: hold",
-        observe(
-            make_rollout(in_canary(lastStepAt=iso_precise(NOW - timedelta(seconds=3)))),
-            proposal_in("Canary"),
-            registered=(STABLE, "2.1.0"),
-            challenger_deployment=READY,
-            counters=evidence("better"),
+        settled(
+            observe(
+                make_rollout(in_canary(lastStepAt=iso_precise(NOW - timedelta(seconds=3)))),
+                proposal_in("Canary"),
+                registered=(STABLE, "2.1.0"),
+                challenger_deployment=READY,
+                counters=evidence("better"),
+            )
         ),
         R.PROGRESSING,
         None,
@@ -467,12 +489,14 @@ TABLE = [
     ),
     Row(
         "metrics unavailable: hold, no verdict counted",
-        observe(
-            CANARY_10,
-            proposal_in("Canary"),
-            registered=(STABLE, "2.1.0"),
-            challenger_deployment=READY,
-            counters_problem="503 from the provider",
+        settled(
+            observe(
+                CANARY_10,
+                proposal_in("Canary"),
+                registered=(STABLE, "2.1.0"),
+                challenger_deployment=READY,
+                counters_problem="503 from the provider",
+            )
         ),
         R.PROGRESSING,
         None,
@@ -511,13 +535,15 @@ TABLE = [
     ),
     Row(
         "the router cannot be reached: recorded, nothing written to it",
-        observe(
-            CANARY_10,
-            proposal_in("Canary"),
-            versions=None,
-            router_problem="connection refused",
-            challenger_deployment=READY,
-            counters=evidence("unsure"),
+        settled(
+            observe(
+                CANARY_10,
+                proposal_in("Canary"),
+                versions=None,
+                router_problem="connection refused",
+                challenger_deployment=READY,
+                counters=evidence("unsure"),
+            )
         ),
         R.PROGRESSING,
         None,
@@ -584,7 +610,8 @@ def test_the_router_read_back_is_recorded_and_makes_the_rollout_ready() -> None:
     ]
     assert recorded.other_versions == ["1.0.0"]
     ready = {c.type: c.status for c in recorded.conditions}
-    assert ready == {"RouterReachable": ConditionStatus.TRUE, "Ready": ConditionStatus.TRUE}
+    assert ready["RouterReachable"] is ConditionStatus.TRUE
+    assert ready["Ready"] is ConditionStatus.TRUE
     refused = after_router(status, plan, RouterResult(error="403", forbidden=True), NOW)
     reasons = {c.type: (c.status, c.reason) for c in refused.conditions}
     assert reasons["RouterReachable"] == (ConditionStatus.FALSE, "Forbidden")
@@ -1115,3 +1142,21 @@ def test_readiness_says_why_in_the_routers_words() -> None:
     )
     assert _condition(step, "ChallengerReady").status.value == "True"
     assert proposal_phase(step) is P.CANARY
+
+
+def test_a_pass_without_the_evidence_holds_and_says_nothing_about_the_provider() -> None:
+    # The gatherer skips the evidence in an approval's pass (promptloop.observe); should that
+    # pass reach the evidence anyway, it holds without calling the provider unavailable.
+    step = advance(
+        observe(
+            CANARY_10,
+            proposal_in("Canary", approved=True),
+            registered=(STABLE, "2.1.0"),
+            cause="approval",
+            challenger_deployment=READY,
+        )
+    )
+    assert step.status is not None and step.status.canary is not None
+    assert step.status.canary.weight == 10
+    assert step.status.decision is not None and step.status.decision.verdict == "hold"
+    assert "MetricsAvailable" not in {c.type for c in step.status.conditions}

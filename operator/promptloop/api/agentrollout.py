@@ -23,6 +23,8 @@ from promptloop.api.common import (
     SpecModel,
     cel,
 )
+from promptloop.api.endpoint import EndpointOptions
+from promptloop.api.notifications import NOTIFICATION_LIMIT, NotificationRecord, NotificationsSpec
 from promptloop.constants import API_VERSION, DEFAULT_PROMPT_ENV, ROLLOUT_KIND
 
 __all__ = [
@@ -204,8 +206,11 @@ class RouterSpec(SpecModel):
     )
 
 
-class PrometheusMetrics(SpecModel):
-    """Per-version totals and failures from PromQL; ``{{ version }}`` is replaced per version."""
+class PrometheusMetrics(EndpointOptions):
+    """Per-version totals and failures from PromQL; ``{{ version }}`` is replaced per version.
+
+    Headers, credentials, a CA and a timeout come from :class:`EndpointOptions`.
+    """
 
     url: str = Field(
         pattern=r"^https?://.+",
@@ -248,8 +253,11 @@ class AgentFieldMemoryMetrics(SpecModel):
     )
 
 
-class HttpMetrics(SpecModel):
-    """A JSON endpoint answering ``{"total": int, "failed": int}`` (cumulative) per version."""
+class HttpMetrics(EndpointOptions):
+    """A JSON endpoint answering ``{"total": int, "failed": int}`` (cumulative) per version.
+
+    Headers, credentials, a CA and a timeout come from :class:`EndpointOptions`.
+    """
 
     url: str = Field(
         pattern=r"^https?://.+",
@@ -428,6 +436,13 @@ class AgentRolloutSpec(SpecModel):
         # The whole default policy (not {}): the API server checks a default against the CEL
         # rules before it applies nested defaults.
         json_schema_extra={"default": CanaryPolicy().to_wire()},
+    )
+    notifications: NotificationsSpec | None = Field(
+        default=None,
+        description=(
+            "This rollout's own notification sinks (a webhook, Slack), in addition to the "
+            "operator's; each transition is sent once."
+        ),
     )
 
 
@@ -665,8 +680,16 @@ class AgentRolloutStatus(ApiModel):
     conditions: list[Condition] = Field(
         default_factory=list,
         description=(
-            "Ready, ChallengerReady, RouterReachable, MetricsAvailable, TrafficVerified, "
-            "AwaitingApproval."
+            "Ready, Healthy, Completed, ChallengerReady, RouterReachable, MetricsAvailable, "
+            "TrafficVerified, AwaitingApproval."
+        ),
+    )
+    notifications: list[NotificationRecord] = Field(
+        default_factory=list,
+        max_length=NOTIFICATION_LIMIT,
+        description=(
+            f"The last {NOTIFICATION_LIMIT} transitions announced and how each delivery went "
+            "(a Sent delivery is never repeated, also after a restart)."
         ),
     )
 

@@ -159,7 +159,7 @@ class PromptProposalStatus(ApiModel):
     rendered_at: str | None = Field(default=None, description="When the challenger was rendered.")
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Rendered, ChallengerReady, Approved.",
+        description="Rendered, ChallengerReady, Approved, Promoted, RolledBack.",
     )
 
 

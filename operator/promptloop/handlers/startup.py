@@ -13,6 +13,7 @@ from promptloop.constants import DOMAIN, FINALIZER
 from promptloop.k8s.cache import Caches
 from promptloop.k8s.cached import CachedKube
 from promptloop.k8s.client import Kube, connect
+from promptloop.notify.dispatch import DEFAULT_BACKOFF, Notifier, OperatorSinks
 from promptloop.observability import OperatorMetrics
 from promptloop.reconciler import Reconciler
 
@@ -28,6 +29,7 @@ class RuntimeOptions:
     router_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0)
     # The watch caches the runner started before kopf (None: reads go to the API server).
     caches: Caches | None = None
+    notify_backoff: tuple[float, ...] = DEFAULT_BACKOFF
 
 
 OPTIONS = RuntimeOptions()
@@ -68,13 +70,26 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.kube = kube
     memo.http = http
     memo.metrics = metrics
-    memo.reconciler = Reconciler(
+    reconciler = Reconciler(
         kube, http, metrics=metrics, router_retry_delays=OPTIONS.router_retry_delays
     )
+    # Operator-wide sinks from the environment (the chart's `notifications` values); a bad
+    # PROMPTLOOP_NOTIFY_EVENTS stops the start-up with its message.
+    reconciler.notifier = Notifier(
+        http,
+        operator=OperatorSinks.from_env(),
+        read_secret=kube.get_secret_value,
+        record=reconciler.record_notification,
+        backoff=OPTIONS.notify_backoff,
+    )
+    memo.reconciler = reconciler
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    """Close the shared clients."""
+    """Stop deliveries in flight (they stay Pending in status), close the shared clients."""
+    if memo.reconciler.notifier is not None:
+        await memo.reconciler.notifier.close()
+    await memo.reconciler.clients.close()
     await memo.http.aclose()
     await memo.kube.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
@@ -37,6 +38,33 @@ FIELD_MANAGER = "promptloop-operator"
 # keeps every other field the operator writes under Argo CD's diff.
 ROUTER_FIELD_MANAGER = "promptloop-router"
 GATEWAY_API_GROUP_VERSION = "gateway.networking.k8s.io/v1"
+
+# Characters beyond the Basic Multilingual Plane (emoji, say). JSON can only write them as a
+# UTF-16 surrogate pair (\ud83d\ude00), which the API server's YAML decoder of an apply patch
+# refuses ("found invalid Unicode character escape code"); YAML writes them as \U0001f600.
+_ASTRAL = re.compile("([\U00010000-\U0010ffff])")
+
+
+def apply_patch_body(manifest: Any) -> bytes:
+    """``manifest`` as an ``application/apply-patch+yaml`` body the API server always decodes.
+
+    JSON is YAML, except for the surrogate-pair escapes ``json.dumps`` uses for characters beyond
+    U+FFFF; those are written as YAML's ``\\UXXXXXXXX`` instead. Everything else is plain
+    ASCII JSON (control characters escaped), which YAML reads as the same strings.
+    """
+    if isinstance(manifest, str):
+        inner = "".join(
+            f"\\U{ord(part):08x}" if _ASTRAL.fullmatch(part) else json.dumps(part)[1:-1]
+            for part in _ASTRAL.split(manifest)
+            if part
+        )
+        return f'"{inner}"'.encode()
+    if isinstance(manifest, dict):
+        items = (apply_patch_body(str(k)) + b":" + apply_patch_body(v) for k, v in manifest.items())
+        return b"{" + b",".join(items) + b"}"
+    if isinstance(manifest, list | tuple):
+        return b"[" + b",".join(apply_patch_body(v) for v in manifest) + b"]"
+    return json.dumps(manifest).encode()
 
 
 class KubeError(RuntimeError):
@@ -208,8 +236,10 @@ class Kube:
         return await self._request(
             "PATCH",
             path,
-            manifest,
-            "application/apply-patch+yaml",
+            # Pre-encoded (see apply_patch_body); the charset parameter makes the client send
+            # the bytes as they are instead of json.dumps-ing them again.
+            apply_patch_body(manifest),
+            "application/apply-patch+yaml; charset=utf-8",
             f"apply {kind} {namespace}/{name}",
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
         )
@@ -261,7 +291,7 @@ class Kube:
         self,
         method: str,
         path: str,
-        body: dict[str, Any] | None,
+        body: dict[str, Any] | bytes | None,
         content_type: str,
         what: str,
         *,

@@ -13,6 +13,7 @@ set ``spec.metrics.outcomeLag`` to the longest delay before a failure is counted
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import quote
 
 import httpx
@@ -33,12 +34,24 @@ class HttpProvider:
         The shared HTTP client.
     timeout
         Seconds the request may take.
+    headers, auth
+        Sent with every request (``spec.metrics.http`` headers and credentials, resolved).
     """
 
-    def __init__(self, url_template: str, *, client: httpx.AsyncClient, timeout: float = 5.0):
+    def __init__(
+        self,
+        url_template: str,
+        *,
+        client: httpx.AsyncClient,
+        timeout: float = 5.0,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | None = None,
+    ):
         self.url_template = url_template
         self._client = client
         self._timeout = timeout
+        self._headers = dict(headers or {})
+        self._auth = auth
 
     def __repr__(self) -> str:
         return f"HttpProvider(url_template={self.url_template!r})"
@@ -67,11 +80,21 @@ class HttpProvider:
         """
         url = self.url_for(version)
         try:
-            response = await self._client.get(url, timeout=self._timeout)
+            response = await self._client.get(
+                url,
+                timeout=self._timeout,
+                headers=self._headers,
+                auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT,
+            )
         except httpx.HTTPError as error:
             raise MetricsUnavailable(
                 f"metrics endpoint {url} unreachable: {type(error).__name__}: {error}"
             ) from None
+        if response.status_code in (401, 403):
+            raise MetricsUnavailable(
+                f"metrics endpoint {url} answered HTTP {response.status_code}: check the "
+                "credentials in spec.metrics.http"
+            )
         if not 200 <= response.status_code < 300:
             raise MetricsUnavailable(f"metrics endpoint {url} answered HTTP {response.status_code}")
         try:

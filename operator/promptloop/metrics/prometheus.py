@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -52,6 +53,8 @@ class PrometheusProvider:
         The shared HTTP client.
     timeout
         Seconds each query may take.
+    headers, auth
+        Sent with every query (``spec.metrics.prometheus`` headers and credentials, resolved).
     """
 
     def __init__(
@@ -62,12 +65,16 @@ class PrometheusProvider:
         failed_query: str,
         client: httpx.AsyncClient,
         timeout: float = 5.0,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.total_query = total_query
         self.failed_query = failed_query
         self._client = client
         self._timeout = timeout
+        self._headers = dict(headers or {})
+        self._auth = auth
 
     def __repr__(self) -> str:
         return f"PrometheusProvider(url={self.url!r})"
@@ -113,9 +120,16 @@ class PrometheusProvider:
                 f"{self.url}/api/v1/query",
                 params={"query": query, "time": at},
                 timeout=self._timeout,
+                headers=self._headers,
+                auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.HTTPError as error:
             raise MetricsUnavailable(f"{where}: {type(error).__name__}: {error}") from None
+        if response.status_code in (401, 403):
+            raise MetricsUnavailable(
+                f"{where}: HTTP {response.status_code}: check the credentials in "
+                "spec.metrics.prometheus"
+            )
         try:
             body = response.json()
         except ValueError:

@@ -6,6 +6,8 @@ import cycle between the base and the providers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import httpx
 
 from promptloop.api import MetricsSpec
@@ -25,6 +27,8 @@ def provider_for(
     client: httpx.AsyncClient,
     api_key: str | None = None,
     timeout: float = 5.0,
+    headers: Mapping[str, str] | None = None,
+    auth: httpx.Auth | None = None,
 ) -> MetricsProvider:
     """The provider the rollout's ``spec.metrics`` asks for.
 
@@ -43,6 +47,9 @@ def provider_for(
         ``apiKeySecretRef``), if the control plane requires one.
     timeout
         Seconds each request may take.
+    headers, auth
+        For ``prometheus`` and ``http``: what :func:`promptloop.metrics.endpoint.resolve` made
+        of their headers and credentials.
 
     Returns
     -------
@@ -71,6 +78,8 @@ def provider_for(
             failed_query=spec.failed_query,
             client=client,
             timeout=timeout,
+            headers=headers,
+            auth=auth,
         )
     if metrics_spec.agentfield_memory is not None:
         memory = metrics_spec.agentfield_memory
@@ -86,4 +95,6 @@ def provider_for(
             timeout=timeout,
         )
     assert metrics_spec.http is not None  # one provider is set, checked above
-    return HttpProvider(metrics_spec.http.url, client=client, timeout=timeout)
+    return HttpProvider(
+        metrics_spec.http.url, client=client, timeout=timeout, headers=headers, auth=auth
+    )

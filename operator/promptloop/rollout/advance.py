@@ -44,14 +44,16 @@ from promptloop.constants import (
     PROPOSAL_KIND,
     REJECT_ANNOTATION,
 )
-from promptloop.rollout import plan
+from promptloop.rollout import notifications, plan
 from promptloop.rollout.canary_request import CanaryRequest, canary_approver, canary_request
+from promptloop.rollout.conditions import proposal_conditions, rollout_conditions
 from promptloop.rollout.decision import Policy, Verdict, decide
 from promptloop.rollout.effects import (
     ApplyManifests,
     AssertWeights,
     CountDecision,
     Effect,
+    Notify,
     PostEvent,
     ScaleToZero,
     Step,
@@ -599,6 +601,9 @@ def _tick(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | None:
             else None
         ),
     )
+    if obs.counters is None and obs.counters_problem is None:
+        # Not read in this pass (see promptloop.observe): nothing is known either way.
+        return _hold(draft, proposal, "the evidence is read at the next tick")
     if obs.counters is None:
         problem = obs.counters_problem or "not read"
         status.conditions = set_condition(
@@ -831,7 +836,8 @@ def after_router(
     result: RouterResult,
     now: datetime,
 ) -> AgentRolloutStatus:
-    """The status with the router's answer recorded: weights, RouterReachable, Ready."""
+    """The status with the router's answer recorded: weights, RouterReachable, and the outcome
+    conditions (Ready, Completed, Healthy) that depend on it."""
     status = status.model_copy(deep=True)
     if result.error is not None:
         status.conditions = set_condition(
@@ -866,17 +872,7 @@ def after_router(
             message=f"weights written and read back for {len(result.readback)} versions",
             now=now,
         )
-    ready = status.phase is not RolloutPhase.INVALID and all(
-        c.status.value == "True" for c in status.conditions if c.type == "RouterReachable"
-    )
-    status.conditions = set_condition(
-        status.conditions,
-        type_="Ready",
-        status=ready,
-        reason="Reconciled" if ready else "NotReady",
-        message=status.message or "",
-        now=now,
-    )
+    status.conditions = rollout_conditions(status, now=now)
     return status
 
 
@@ -987,6 +983,7 @@ class _Draft:
                 weights = planned
             else:
                 status = after_router(status, None, planned, obs.now)
+        status = self.conditions_and_notifications(status)
         if status.model_dump() != original.model_dump():
             # Intent before the router: a crash after this write re-asserts the same weights.
             effects.append(WriteRolloutStatus(status))
@@ -1019,7 +1016,42 @@ class _Draft:
             effects.append(WriteProposalStatus(name, proposal_status))
         effects += self.events
         effects += self.decisions
+        if notifications.pending(status.notifications):
+            effects.append(Notify(tuple(status.notifications), obs.rollout.spec.notifications))
         return Step(status=status, proposals=written, effects=tuple(effects))
+
+    def conditions_and_notifications(self, status: AgentRolloutStatus) -> AgentRolloutStatus:
+        """Derive every proposal's conditions and the rollout's outcome conditions from the
+        statuses about to be written, and put the transitions to announce into the outbox
+        (``status.notifications``), which the intent write then carries."""
+        obs = self.obs
+        # ``status`` is this draft's own copy (or after_router's): changed in place.
+        active = status.canary.proposal if status.canary is not None else None
+        challenger_ready = next((c for c in status.conditions if c.type == "ChallengerReady"), None)
+        for proposal in self.proposals:
+            name = proposal.metadata.name
+            conditions = proposal_conditions(
+                proposal.status,
+                challenger_ready=challenger_ready if name == active else None,
+                generation=proposal.metadata.generation,
+                now=obs.now,
+            )
+            if conditions != proposal.status.conditions:
+                self.set_proposal(
+                    name, proposal.status.model_copy(update={"conditions": conditions})
+                )
+        status.conditions = rollout_conditions(status, now=obs.now)
+        if obs.notification_sinks:
+            records = notifications.detect(
+                rollout_before=obs.rollout.status,
+                rollout_after=status,
+                proposals=obs.proposals,
+                proposals_after=self.proposal_status,
+                sinks=obs.notification_sinks,
+                now=obs.now,
+            )
+            status.notifications = notifications.merge(status.notifications, records)
+        return status
 
 
 def _proposal_ref(proposal: PromptProposal) -> dict[str, Any]:

@@ -9,7 +9,9 @@ of effects, already in the crash-safe order the reconciler executes them in:
 3. :class:`AssertWeights`, idempotent, read back; the read-back goes into status
    (:func:`promptloop.rollout.advance.after_router`) and is written;
 4. :class:`WriteProposalStatus` and :class:`PostEvent`, off the approval's critical path (a pass
-   killed before them is repaired by the next one from the rollout's status).
+   killed before them is repaired by the next one from the rollout's status);
+5. :class:`Notify`: the pending deliveries of the outbox the intent carried, started in the
+   background.
 
 To add an effect: define a frozen dataclass here, add it to :data:`Effect`, emit it from
 :mod:`promptloop.rollout.advance` at its place in the order above, and give the reconciler's
@@ -23,12 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from promptloop.api import AgentRolloutStatus, PromptProposalStatus
+from promptloop.api.notifications import NotificationRecord, NotificationsSpec
 
 __all__ = [
     "ApplyManifests",
     "AssertWeights",
     "CountDecision",
     "Effect",
+    "Notify",
     "PostEvent",
     "ScaleToZero",
     "Step",
@@ -98,6 +102,19 @@ class CountDecision:
     verdict: str
 
 
+@dataclass(frozen=True)
+class Notify:
+    """Deliver the outbox's pending notifications, in the background (the pass never waits).
+
+    Emitted last: the records were written with the rollout's status (the intent) first, so a
+    crash before delivery leaves them Pending for the next operator. ``spec`` is the rollout's
+    own sinks (``spec.notifications``).
+    """
+
+    records: tuple[NotificationRecord, ...]
+    spec: NotificationsSpec | None = None
+
+
 Effect = (
     ApplyManifests
     | ScaleToZero
@@ -106,6 +123,7 @@ Effect = (
     | WriteProposalStatus
     | PostEvent
     | CountDecision
+    | Notify
 )
 
 

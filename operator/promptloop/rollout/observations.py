@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from promptloop.api import AgentRollout, PromptProposal
+from promptloop.rollout.notifications import Sink
 
 __all__ = [
     "Counters",
@@ -103,6 +104,9 @@ class Observations:
         unavailable and why).
     renderings
         The rendered challenger of each proposal that may start in this pass, by name.
+    notification_sinks
+        The sinks configured for this rollout (the operator's and ``spec.notifications``'s):
+        each transition to announce gets one delivery per sink that wants its event.
     challenger_readiness
         What the router says about the canary's version (registered and answering at its own
         address on AgentField; the route carrying the canary backend on Gateway API); None when
@@ -130,6 +134,7 @@ class Observations:
     counters: Counters | None = None
     counters_problem: str | None = None
     renderings: Mapping[str, Rendering] = field(default_factory=dict)
+    notification_sinks: tuple[Sink, ...] = ()
     challenger_readiness: Readiness | None = None
     router_orders_by_version_string: bool = True
     router_drains_by_weight: bool = False

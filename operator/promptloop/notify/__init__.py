@@ -1,0 +1,1 @@
+"""Notifications: delivery of the transitions ``rollout/notifications`` records (webhook, Slack)."""
