@@ -188,31 +188,7 @@ def latency_bench(kube: KubeCluster, work: Path, count: int) -> dict[str, Any]:
         # the 10 s cadence the scale run (and the DESIGN's quality bar) uses, where an approval
         # rarely has to wait for a periodic pass of the same rollout.
         print("  switching every rollout to a 10s interval before timing approvals", flush=True)
-        for index in range(count):
-            custom.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                "agentrollouts",
-                f"r{index}",
-                {"spec": {"canary": {"interval": "10s"}}},
-            )
-        for index in range(count):
-            wait_for(
-                lambda i=index: (
-                    lambda r: (
-                        r.get("status", {}).get("observedGeneration")  # type: ignore[misc]
-                        == r["metadata"]["generation"]
-                    )
-                )(
-                    custom.get_namespaced_custom_object(
-                        GROUP, VERSION, namespace, "agentrollouts", f"r{i}"
-                    )
-                ),
-                timeout=60,
-                what=f"r{index} reconciled at the new interval",
-                interval=0.1,
-            )
+        _switch_to_10s_interval(custom, namespace, "r", count)
         approval: list[float] = []
         for index, sim in enumerate(sims):
             started = time.monotonic()
@@ -369,31 +345,7 @@ def gateway_latency_bench(kube: KubeCluster, work: Path, count: int) -> list[flo
                     sep="\n",
                 )
                 raise
-        for index in range(count):
-            custom.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                "agentrollouts",
-                f"g{index}",
-                {"spec": {"canary": {"interval": "10s"}}},
-            )
-        for index in range(count):
-            wait_for(
-                lambda i=index: (
-                    lambda r: (
-                        r.get("status", {}).get("observedGeneration")  # type: ignore[misc]
-                        == r["metadata"]["generation"]
-                    )
-                )(
-                    custom.get_namespaced_custom_object(
-                        GROUP, VERSION, namespace, "agentrollouts", f"g{i}"
-                    )
-                ),
-                timeout=60,
-                what=f"g{index} reconciled at the new interval",
-                interval=0.1,
-            )
+        _switch_to_10s_interval(custom, namespace, "g", count)
         # Every canary holds at the gate: the traffic driver stops reading routes (its counters
         # stay up: a pass reads them), so that only the operator's own work is timed.
         for sim in sims:
@@ -614,3 +566,32 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _switch_to_10s_interval(custom: Any, namespace: str, prefix: str, count: int) -> None:
+    """Set rollouts ``<prefix>0..count-1`` to a 10 s interval and wait until each is reconciled."""
+    for index in range(count):
+        custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "agentrollouts",
+            f"{prefix}{index}",
+            {"spec": {"canary": {"interval": "10s"}}},
+        )
+    for index in range(count):
+        wait_for(
+            lambda i=index: (
+                lambda r: (
+                    r.get("status", {}).get("observedGeneration")  # type: ignore[misc]
+                    == r["metadata"]["generation"]
+                )
+            )(
+                custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "agentrollouts", f"{prefix}{i}"
+                )
+            ),
+            timeout=60,
+            what=f"{prefix}{index} reconciled at the new interval",
+            interval=0.1,
+        )

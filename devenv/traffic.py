@@ -116,7 +116,11 @@ def _heartbeat_age(stamp: Any, now: datetime) -> float | None:
 
 
 def routes_from_listing(
-    listing: Mapping[str, Any], *, now: datetime, stale_after: float = STALE_AFTER_S
+    listing: Mapping[str, Any],
+    *,
+    now: datetime,
+    stale_after: float = STALE_AFTER_S,
+    alive: Callable[[str], bool] | None = None,
 ) -> list[Route]:
     """The live versions and their shares, from the connector's versions list.
 
@@ -146,9 +150,16 @@ def routes_from_listing(
             continue
         if not isinstance(base_url, str) or not base_url:
             continue
-        age = _heartbeat_age(entry.get("last_heartbeat"), now)
-        if age is None or age > stale_after:
-            continue
+        if alive is not None:
+            # A version's heartbeat is no liveness signal on a faithful AgentField (one write
+            # per node id every 2 s; status beats land on the smallest version's row), so the
+            # driver asks the version's own address, as the operator's readiness check does.
+            if not alive(base_url):
+                continue
+        else:
+            age = _heartbeat_age(entry.get("last_heartbeat"), now)
+            if age is None or age > stale_after:
+                continue
         raw = entry.get("traffic_weight")
         weight = raw if isinstance(raw, int) and not isinstance(raw, bool) else 0
         seen[version] = (weight, base_url)
@@ -305,13 +316,22 @@ class TrafficDriver:
     def _read_weights(self) -> None:
         url = f"{self.agentfield_url}/api/v1/connector/reasoners/{self.node_id}/versions"
         with httpx.Client(timeout=5.0) as client:
+
+            def alive(base_url: str) -> bool:
+                try:
+                    return client.get(f"{base_url}/health", timeout=1.0).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
             while not self._stop.is_set():
                 routes: list[Route] | None = None
                 error: str | None = None
                 try:
                     response = client.get(url, headers={"X-Connector-Token": self._token})
                     if response.status_code == 200:
-                        routes = routes_from_listing(response.json(), now=datetime.now(UTC))
+                        routes = routes_from_listing(
+                            response.json(), now=datetime.now(UTC), alive=alive
+                        )
                     elif response.status_code == 404:
                         routes = []  # the node has not registered yet
                     else:
