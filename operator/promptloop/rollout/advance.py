@@ -658,7 +658,17 @@ def _tick(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | None:
         stable=_counts(stable_version, evidence.stable.samples, evidence.stable.failures),
         canary=_counts(canary.version, evidence.canary.samples, evidence.canary.failures),
     )
-    if canary.step_canary_total is None or canary.step_stable_total is None or evidence.resets:
+    # Weights that drifted since the last read-back (AgentField resets a re-registered version
+    # to 100; a GitOps sync can restore an HTTPRoute's weights) are re-asserted by this pass.
+    # The requests served meanwhile followed a split nobody chose: they say nothing about
+    # whether the router honours ours, so the share is measured afresh from here.
+    drifted = obs.versions is not None and weights_drifted(status.weights, list(obs.versions))
+    if (
+        canary.step_canary_total is None
+        or canary.step_stable_total is None
+        or evidence.resets
+        or drifted
+    ):
         canary.step_canary_total = canary_now.total
         canary.step_stable_total = stable_now.total
     traffic = verify_traffic(
@@ -666,6 +676,12 @@ def _tick(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | None:
         stable_requests=stable_now.total - canary.step_stable_total,
         weight=canary.weight,
     )
+    if drifted:
+        traffic = replace(
+            traffic,
+            message="the router's weights drifted from the last read-back and are re-asserted"
+            " now; the canary's share is measured again from this pass",
+        )
     verified = {
         TrafficVerdict.VERIFIED: True,
         TrafficVerdict.NOT_HONOURED: False,
@@ -895,8 +911,8 @@ def weights_drifted(weights: list[VersionWeight], versions: list[RouterVersion])
     stable pod mid-canary would hand the canary the majority until the next pass.
     """
     expected = {w.version: w.raw for w in weights if w.raw is not None}
-    if not expected:
-        return False
+    if not expected or any(v.weight is None for v in versions):
+        return False  # nothing read back yet, or a listing without weights: nothing to compare
     return {v.version: v.weight for v in versions} != expected
 
 
