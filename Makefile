@@ -129,6 +129,8 @@ chaos: $(STAMP) cluster-build helm ## Faults at full budget (kills, control plan
 
 # DEMO_ARGS passes more options through, e.g. DEMO_ARGS="--view lines --rate 40".
 DEMO_ARGS ?=
+# BENCH_ARGS passes options to bench/scale.py, e.g. BENCH_ARGS="--sizes 200 --failover-kills 0".
+BENCH_ARGS ?=
 
 .PHONY: demo
 demo: $(STAMP) cluster-build ## Run the whole loop on the embedded defaults (AUTO_APPROVE=1 for unattended)
@@ -141,6 +143,10 @@ demo-down: $(STAMP) ## Stop whatever a demo left running and delete its namespac
 .PHONY: bench
 bench: $(STAMP) cluster-build bench-decision ## Print latency figures from the real local stack (and the decision bench)
 	@$(PY) bench/operator_latency.py
+
+.PHONY: bench-scale
+bench-scale: $(STAMP) cluster-build ## 100..1,000 rollouts in one operator, and standby failover; writes bench/results/scale.{json,png}
+	@$(PY) bench/scale.py $(BENCH_ARGS)
 
 .PHONY: bench-decision
 bench-decision: $(STAMP) ## Simulate the decision test vs a naive comparator; writes bench/results/decision.json

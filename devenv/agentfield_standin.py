@@ -368,6 +368,10 @@ class StandinState:
     requests: deque[tuple[str, str, int]] = field(
         default_factory=lambda: deque(maxlen=_REQUEST_LOG_LIMIT)
     )
+    # Unbounded count of every request served (the log above forgets): the scale bench reads
+    # connector requests per second from here, not from the operator's own bookkeeping.
+    served_total: int = 0
+    connector_served_total: int = 0
     faults: list[Fault] = field(default_factory=list)
     # Executions by id, oldest first; bounded like the request log.
     executions: dict[str, ExecutionRecord] = field(default_factory=dict)
@@ -769,6 +773,9 @@ async def _standin_middleware(request: web.Request, handler: Handler) -> web.Str
                 response.headers["Allow"] = error.headers["Allow"]
     response.headers["X-AgentField-Standin"] = "1"
     state.requests.append((request.method, request.path, response.status))
+    state.served_total += 1
+    if request.path.startswith(_CONNECTOR_PREFIX + "/"):
+        state.connector_served_total += 1
     return response
 
 

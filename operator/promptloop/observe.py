@@ -303,7 +303,7 @@ class Gatherer:
                 listed = await router.listed()
                 found = tuple(RouterVersion(v.version, v.weight, v.last_heartbeat) for v in listed)
             else:
-                found = tuple(RouterVersion(v, 0) for v in await router.known_versions())
+                found = tuple(RouterVersion(v, None) for v in await router.known_versions())
         except RouterForbidden as error:
             return None, str(error), True
         except RouterError as error:

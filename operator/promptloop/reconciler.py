@@ -41,6 +41,7 @@ from promptloop.rollout.advance import (
     RouterResult,
     advance,
     after_router,
+    guard_worthwhile,
     orphaned,
 )
 from promptloop.rollout.effects import (
@@ -83,6 +84,7 @@ class Reconciler:
         clock: Callable[[], datetime] = _now,
         router_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0),
         gatherer: Gatherer | None = None,
+        max_concurrent_ticks: int = 32,
         notifier: Notifier | None = None,
         crash_point: CrashPoint | None = None,
     ) -> None:
@@ -99,6 +101,13 @@ class Reconciler:
         # Off unless PROMPTLOOP_CRASH_AFTER arms it (the chaos suite's exact kill points).
         self.crash_point = crash_point or CrashPoint.from_environment()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Periodic passes and weight-guard reads run at most this many at a time. Without a
+        # bound, 1,000 daemons starting together open 1,000 connections to AgentField at once
+        # (connect and pool timeouts, every pass failing); with it they queue, and because the
+        # next tick is scheduled from when a pass really began, they stay spread out afterwards.
+        # Event-driven passes (approval, proposal, spec) never queue behind ticks.
+        self._ticks = asyncio.Semaphore(max_concurrent_ticks)
+        self._guards = asyncio.Semaphore(max(1, max_concurrent_ticks // 2))
         # The router each rollout's last pass used, for the weight guard.
         self._routers: dict[tuple[str, str], TrafficRouter] = {}
 
@@ -122,36 +131,59 @@ class Reconciler:
         interval. Unreachable or unknown: no drift (the pass reports it).
         """
         router = self._routers.get((namespace, name))
-        if router is None:
+        weights = [VersionWeight.model_validate(w) for w in status.get("weights") or []]
+        if router is None or not guard_worthwhile(
+            weights, canary_in_progress=bool(status.get("canary"))
+        ):
             return False
         try:
-            actual = await router.read()
+            async with self._guards:
+                actual = await router.read()
         except RouterError:
             return False
-        return weights_drifted(
-            [VersionWeight.model_validate(w) for w in status.get("weights") or []], actual
-        )
+        return weights_drifted(weights, actual)
 
     # ------------------------------------------------------------------------------------------
     # Entry points
 
-    async def reconcile(self, namespace: str, name: str, *, cause: str) -> None:
-        """One pass over rollout ``namespace/name`` and its proposals."""
-        async with self.lock(namespace, name):
+    async def reconcile(
+        self, namespace: str, name: str, *, cause: str, due: float | None = None
+    ) -> float:
+        """One pass over rollout ``namespace/name`` and its proposals.
+
+        ``due`` (loop time) marks a periodic pass: it waits its turn among the ticks, and its
+        lateness and duration go to the metrics. Returns the loop time the pass began.
+        """
+        loop = asyncio.get_running_loop()
+        gate: contextlib.AbstractAsyncContextManager[Any] = (
+            self._ticks if due is not None else contextlib.nullcontext()
+        )
+        async with gate, self.lock(namespace, name):
+            began = loop.time()
+            if due is not None:
+                self.metrics.tick_lateness.observe(max(0.0, began - due))
             try:
-                raw = await self.kube.get_rollout(namespace, name)
-            except NotFound:
-                return
-            gathered = await self.gatherer.gather(raw, cause=cause)
-            rollout = gathered.observations.rollout
-            if gathered.router is not None:
-                self._routers[(namespace, name)] = gathered.router
-            observations = gathered.observations
-            if self.notifier is not None:
-                sinks = self.notifier.sinks_for(rollout.spec.notifications)
-                observations = dataclasses.replace(observations, notification_sinks=tuple(sinks))
-            step = advance(observations)
-            await self.execute(step, rollout=rollout, router=gathered.router, now=observations.now)
+                await self._pass(namespace, name, cause=cause)
+            finally:
+                if due is not None:
+                    self.metrics.pass_seconds.observe(loop.time() - began)
+            return began
+
+    async def _pass(self, namespace: str, name: str, *, cause: str) -> None:
+        try:
+            raw = await self.kube.get_rollout(namespace, name)
+        except NotFound:
+            return
+        gathered = await self.gatherer.gather(raw, cause=cause)
+        rollout = gathered.observations.rollout
+        if gathered.router is not None:
+            self._routers[(namespace, name)] = gathered.router
+        observations = gathered.observations
+        if self.notifier is not None:
+            sinks = self.notifier.sinks_for(rollout.spec.notifications)
+            observations = dataclasses.replace(observations, notification_sinks=tuple(sinks))
+        step = advance(observations)
+        await self.execute(step, rollout=rollout, router=gathered.router, now=observations.now)
 
     async def record_notification(
         self,
@@ -264,9 +296,15 @@ class Reconciler:
             self.metrics.observe(rollout, status)
 
     async def _assert_weights(
-        self, router: TrafficRouter | None, weights: AssertWeights
+        self,
+        router: TrafficRouter | None,
+        weights: AssertWeights,
     ) -> RouterResult:
-        """Write the split and read it back; a router error is a result, not a failure."""
+        """Write the split and read it back; a router error is a result, not a failure.
+
+        The router object is this pass's own: it reuses the read the pass observed with, so an
+        unchanged split is neither written nor read again (one router read per pass).
+        """
         assert router is not None
         try:
             readback = await router.apply(

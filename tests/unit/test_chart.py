@@ -103,14 +103,26 @@ def test_default_render_operator_deployment(helm: Helm) -> None:
     objects = helm.template()
     [deployment] = only(objects, "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # One acts, one waits on the Lease with warm caches; an upgrade starts the new pod as a
+    # standby before the old one goes (it releases the Lease on SIGTERM).
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "promptloop-operator"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
     main = container(deployment)
-    assert main["args"] == ["operator", "--liveness-port=8080", "--metrics-port=9090"]
+    assert main["args"] == [
+        "operator",
+        "--liveness-port=8080",
+        "--metrics-port=9090",
+        "--leader-election",
+        "--lease-name=promptloop-operator",
+    ]
+    assert main["env"][0]["name"] == "POD_NAME"  # the Lease holder's identity
     assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert main["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
     assert main["securityContext"]["readOnlyRootFilesystem"] is True
@@ -123,11 +135,23 @@ def test_default_render_operator_deployment(helm: Helm) -> None:
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
         "Deployment",
         "Service",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
     }
+    # The only namespaced grant: the Lease, in the release namespace, nothing else.
+    [role] = only(objects, "Role")
+    assert role["metadata"] == {**role["metadata"], "namespace": "promptloop-system"}
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        }
+    ]
     [policy] = only(objects, "ValidatingAdmissionPolicy")
     assert policy["metadata"]["name"] == "promptloop-improver-cannot-approve"
     assert "system:serviceaccount:promptloop-system:promptloop-improver" in str(policy["spec"])
@@ -141,7 +165,7 @@ def test_watch_namespace_gets_roles_and_no_cluster_rbac(helm: Helm) -> None:
         (ns, f"team-promptloop-{who}")
         for ns in ("team-a", "team-b")
         for who in ("operator", "improver")
-    }
+    } | {("ops", "team-promptloop-operator-leader-election")}
     for binding in only(objects, "RoleBinding"):
         assert binding["roleRef"]["kind"] == "Role"
         [subject] = binding["subjects"]
@@ -188,7 +212,8 @@ def test_cluster_scoped_names_derive_from_the_release(helm: Helm) -> None:
     ("values", "path", "reason"),
     [
         (["--set", "watchNamespace=Team A"], "/watchNamespace", "does not match pattern"),
-        (["--set", "operator.replicas=2"], "/operator", "additional properties 'replicas'"),
+        (["--set", "operator.replicas=0"], "/operator/replicas", "minimum: got 0, want 1"),
+        (["--set", "operator.replica=2"], "/operator", "additional properties 'replica'"),
         (["--set", "improver.enabled=true"], "/improver/targets", "minItems: got 0, want 1"),
         (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy", "must be one of"),
         (["--set", "operator.livenessPort=0"], "/operator/livenessPort", "minimum: got 0"),

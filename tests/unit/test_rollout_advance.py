@@ -991,6 +991,18 @@ def test_canary_status_rejects_no_fields_the_tests_use() -> None:
     assert CanaryStatus.model_validate(canary_status()).weight == 10
 
 
+def test_the_guard_reads_during_a_canary_or_with_several_weighted_versions() -> None:
+    from promptloop.api import VersionWeight
+    from promptloop.rollout.advance import guard_worthwhile
+
+    stable = VersionWeight(version="2.0.0", percent=100, raw=10000, role="stable")
+    canary = VersionWeight(version="2.1.0", percent=10, raw=1000, role="canary")
+    assert not guard_worthwhile([stable], canary_in_progress=False)
+    assert not guard_worthwhile([], canary_in_progress=False)
+    assert guard_worthwhile([stable], canary_in_progress=True)  # a challenger may register
+    assert guard_worthwhile([stable, canary], canary_in_progress=False)
+
+
 # --- AgentField's ordering: never over-exposed ----------------------------------------------------
 
 
@@ -1148,3 +1160,42 @@ def test_a_pass_without_the_evidence_holds_and_says_nothing_about_the_provider()
     assert step.status.canary.weight == 10
     assert step.status.decision is not None and step.status.decision.verdict == "hold"
     assert "MetricsAvailable" not in {c.type for c in step.status.conditions}
+
+
+def test_requests_served_under_drifted_weights_are_not_a_verdict_on_the_router() -> None:
+    # The stable re-registered (AgentField reset it to 100 next to the canary's 4000): until
+    # this pass re-asserts the split, the canary served nearly everything. That is the
+    # weight guard's business, not proof that the router ignores weights: the share is
+    # measured afresh from here, and the canary is not withdrawn for it.
+    rollout = make_rollout(in_canary(weight=40, stepCanaryTotal=0, stepStableTotal=0))
+    assert rollout.status.canary is not None
+    rollout.status.weights = [
+        VersionWeight(version=STABLE, percent=60.0, raw=6000, role="stable"),
+        VersionWeight(version="2.1.0", percent=40.0, raw=4000, role="canary"),
+    ]
+    counters = Counters(stable_total=10, stable_failed=0, canary_total=390, canary_failed=0)
+
+    def tick(router: dict[str, int]) -> Step:
+        return advance(
+            replace(
+                observe(
+                    rollout,
+                    proposal_in("Canary", weight=40),
+                    registered=(STABLE, "2.1.0"),
+                    challenger_deployment=READY,
+                    counters=counters,
+                ),
+                versions=tuple(RouterVersion(v, w, NOW) for v, w in router.items()),
+            )
+        )
+
+    drifted = tick({STABLE: 100, "2.1.0": 4000})
+    assert proposal_phase(drifted) is not P.ROLLED_BACK
+    verified = _condition(drifted, "TrafficVerified")
+    assert verified.reason == "TooLittleTraffic" and "drifted" in verified.message
+    assert drifted.status is not None and drifted.status.canary is not None
+    assert drifted.status.canary.step_canary_total == 390  # measured from here on
+    # The same counts under the weights status read back are over-exposure, as before.
+    honest = tick({STABLE: 6000, "2.1.0": 4000})
+    assert proposal_phase(honest) is P.ROLLED_BACK
+    assert _condition(honest, "TrafficVerified").reason == "OverExposed"

@@ -185,6 +185,31 @@ async def test_apply_weights_writes_shares_and_reads_back(
     }
 
 
+async def test_a_pass_listing_in_hand_costs_one_read_when_nothing_changed(
+    standin: RunningStandin, router: AgentFieldRouter
+) -> None:
+    """With the versions the pass already listed, an unchanged split is neither written nor
+    read again; a changed one (a reset by re-registration) is written and read back afresh."""
+    await register(standin, "2.0.0", "2.1.0")
+    await router.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=20)
+    listed = await router.list_versions(NODE)
+    before = standin.state.connector_served_total
+    applied = await router.apply_weights(
+        NODE, stable="2.0.0", canary="2.1.0", canary_percent=20, current=listed
+    )
+    assert standin.state.connector_served_total == before
+    assert {w.version: w.raw for w in applied} == {"2.0.0": 8000, "2.1.0": 2000}
+    await register(standin, "2.0.0")  # the stable restarted: AgentField resets it to 100
+    listed = await router.list_versions(NODE)
+    before = standin.state.connector_served_total
+    applied = await router.apply_weights(
+        NODE, stable="2.0.0", canary="2.1.0", canary_percent=20, current=listed
+    )
+    assert {w.version: w.raw for w in applied} == {"2.0.0": 8000, "2.1.0": 2000}
+    # Something changed: every share is written (two PUTs), then read back once.
+    assert standin.state.connector_served_total - before == 3
+
+
 async def test_reregistration_reset_is_reasserted(
     standin: RunningStandin, router: AgentFieldRouter
 ) -> None:

@@ -89,11 +89,13 @@ asserts the two are equal: change both together.
 # Prompt ConfigMaps (created by the operator; the stable prompt's may be read).
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, create, patch]
-# The connector token: read by name only, never listed or watched.
+  verbs: [get, list, watch, create, patch]
+# The connector token and metrics API key: each referenced Secret is watched by name
+# (fieldSelector metadata.name=...) so that a rotated token is seen by the next pass; the
+# operator never lists Secrets it is not pointed at, and keeps only their data.
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]
+  verbs: [get, list, watch]
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]

@@ -13,6 +13,7 @@ import kopf
 
 from promptloop.api.common import parse_duration
 from promptloop.constants import GROUP, ROLLOUT_PLURAL, VERSION
+from promptloop.k8s.cached import observe
 from promptloop.reconciler import Reconciler
 from promptloop.rollout.canary_request import APPROVE_CANARY_ANNOTATION, REJECT_CANARY_ANNOTATION
 
@@ -30,6 +31,7 @@ WEIGHT_GUARD_SECONDS = 3.0
 
 @kopf.daemon(GROUP, VERSION, ROLLOUT_PLURAL, cancellation_timeout=10)
 async def periodic_pass(
+    body: kopf.Body,
     name: str,
     namespace: str | None,
     spec: kopf.Spec,
@@ -44,14 +46,15 @@ async def periodic_pass(
     loop = asyncio.get_running_loop()
     due = loop.time()
     while not stopped:
-        reconciler.metrics.tick_lateness.observe(max(0.0, loop.time() - due))
         started = loop.time()
         try:
-            await reconciler.reconcile(namespace or "default", name, cause="tick")
+            observe(reconciler.kube, ROLLOUT_PLURAL, body)
+            # Lateness and duration are observed by the reconciler once the pass has its turn.
+            started = await reconciler.reconcile(
+                namespace or "default", name, cause="tick", due=due
+            )
         except Exception:  # a pass that fails must not end the rollout's ticking
             logger.exception("reconciliation pass failed; retrying at the next interval")
-        finally:
-            reconciler.metrics.pass_seconds.observe(loop.time() - started)
         # `spec` is kopf's live view of the object, so an interval change applies at once.
         interval = parse_duration(spec.get("canary", {}).get("interval", "30s")).total_seconds()
         due = started + interval
@@ -73,8 +76,11 @@ async def periodic_pass(
 
 
 @kopf.on.update(GROUP, VERSION, ROLLOUT_PLURAL, field="spec")
-async def spec_changed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+async def spec_changed(
+    body: kopf.Body, name: str, namespace: str | None, memo: Any, **_: Any
+) -> None:
     """Act on a spec change now rather than at the next interval."""
+    observe(memo.kube, ROLLOUT_PLURAL, body)
     await memo.reconciler.reconcile(namespace or "default", name, cause="spec")
 
 

@@ -10,7 +10,9 @@ import httpx
 import kopf
 
 from promptloop.constants import DOMAIN, FINALIZER
-from promptloop.k8s.client import connect
+from promptloop.k8s.cache import Caches
+from promptloop.k8s.cached import CachedKube
+from promptloop.k8s.client import Kube, connect
 from promptloop.notify.dispatch import DEFAULT_BACKOFF, Notifier, OperatorSinks
 from promptloop.observability import OperatorMetrics
 from promptloop.reconciler import Reconciler
@@ -25,6 +27,8 @@ class RuntimeOptions:
     metrics_port: int | None = None
     metrics_address: str = "0.0.0.0"
     router_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0)
+    # The watch caches the runner started before kopf (None: reads go to the API server).
+    caches: Caches | None = None
     notify_backoff: tuple[float, ...] = DEFAULT_BACKOFF
 
 
@@ -51,8 +55,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     metrics = OperatorMetrics()
     if OPTIONS.metrics_port is not None:
         metrics.serve(OPTIONS.metrics_port, OPTIONS.metrics_address)
-    kube = await connect()
-    http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
+    kube: Kube = await connect()
+    if OPTIONS.caches is not None:
+        # No pass before every cache has listed once: a pass must not see "not found" for an
+        # object that merely has not arrived yet.
+        await OPTIONS.caches.wait_synced()
+        kube = CachedKube(kube, OPTIONS.caches)
+    # Enough kept-alive connections for the concurrent ticks and guard reads (the reconciler
+    # bounds both at 16): reconnecting per request would cost more than the request.
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(5.0, connect=2.0),
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+    )
     memo.kube = kube
     memo.http = http
     memo.metrics = metrics

@@ -244,6 +244,12 @@ class Kube:
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
         )
 
+    async def request(
+        self, method: str, path: str, body: dict[str, Any] | None, what: str
+    ) -> dict[str, Any]:
+        """One JSON API call on any path (the Lease, which has no typed method here)."""
+        return await self._request(method, path, body, "application/json", what)
+
     # -- Gateway API -------------------------------------------------------------------------
 
     async def get_http_route(self, namespace: str, name: str) -> dict[str, Any]:

@@ -71,6 +71,7 @@ __all__ = [
     "advance",
     "after_router",
     "approver",
+    "guard_worthwhile",
     "orphaned",
     "weights_drifted",
 ]
@@ -657,7 +658,17 @@ def _tick(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | None:
         stable=_counts(stable_version, evidence.stable.samples, evidence.stable.failures),
         canary=_counts(canary.version, evidence.canary.samples, evidence.canary.failures),
     )
-    if canary.step_canary_total is None or canary.step_stable_total is None or evidence.resets:
+    # Weights that drifted since the last read-back (AgentField resets a re-registered version
+    # to 100; a GitOps sync can restore an HTTPRoute's weights) are re-asserted by this pass.
+    # The requests served meanwhile followed a split nobody chose: they say nothing about
+    # whether the router honours ours, so the share is measured afresh from here.
+    drifted = obs.versions is not None and weights_drifted(status.weights, list(obs.versions))
+    if (
+        canary.step_canary_total is None
+        or canary.step_stable_total is None
+        or evidence.resets
+        or drifted
+    ):
         canary.step_canary_total = canary_now.total
         canary.step_stable_total = stable_now.total
     traffic = verify_traffic(
@@ -665,6 +676,12 @@ def _tick(draft: _Draft, proposal: PromptProposal) -> plan.Outcome | None:
         stable_requests=stable_now.total - canary.step_stable_total,
         weight=canary.weight,
     )
+    if drifted:
+        traffic = replace(
+            traffic,
+            message="the router's weights drifted from the last read-back and are re-asserted"
+            " now; the canary's share is measured again from this pass",
+        )
     verified = {
         TrafficVerdict.VERIFIED: True,
         TrafficVerdict.NOT_HONOURED: False,
@@ -875,6 +892,18 @@ def after_router(
     return status
 
 
+def guard_worthwhile(weights: list[VersionWeight], *, canary_in_progress: bool) -> bool:
+    """Whether the weight guard should read the router between passes.
+
+    During a canary, always: a reset must be re-asserted, and a challenger that registers must
+    be seeded, within seconds. Without one, only when two or more versions are weighted: with a
+    single version there is nothing a reset could over-expose (100 or 10000 of one version is
+    all its traffic either way). At 1,000 mostly idle rollouts, skipping those reads is most of
+    the guard's cost; the pass itself still reads the router every interval.
+    """
+    return canary_in_progress or sum(1 for w in weights if w.raw is not None) >= 2
+
+
 def weights_drifted(weights: list[VersionWeight], versions: list[RouterVersion]) -> bool:
     """Whether the router's raw weights differ from those status last read back.
 
@@ -882,8 +911,8 @@ def weights_drifted(weights: list[VersionWeight], versions: list[RouterVersion])
     stable pod mid-canary would hand the canary the majority until the next pass.
     """
     expected = {w.version: w.raw for w in weights if w.raw is not None}
-    if not expected:
-        return False
+    if not expected or any(v.weight is None for v in versions):
+        return False  # nothing read back yet, or a listing without weights: nothing to compare
     return {v.version: v.weight for v in versions} != expected
 
 

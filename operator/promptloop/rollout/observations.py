@@ -34,7 +34,9 @@ class RouterVersion:
     """One version as the traffic router lists it."""
 
     version: str
-    weight: int
+    # The router's own number for the version's share (AgentField's weight); None when the
+    # listing does not carry one (the Gateway API router lists versions from its Services).
+    weight: int | None
     last_heartbeat: datetime | None = None
 
 

@@ -298,6 +298,7 @@ class AgentFieldRouter:
         canary: str | None,
         canary_percent: int,
         others: Sequence[str] = (),
+        current: Sequence[VersionInfo] | None = None,
     ) -> list[VersionWeight]:
         """Write the split (stable, canary at ``canary_percent``, everyone else at the minimum
         share), then read every version back.
@@ -317,6 +318,10 @@ class AgentFieldRouter:
             The challenger's percentage, 1..100 (0 is refused: scale the challenger to zero).
         others
             Versions to hold at the minimum share; every other registered version gets it too.
+        current
+            The versions as this caller just listed them (one read per pass, not three). When
+            every share already equals the plan, nothing is written and that listing *is* the
+            read-back; otherwise the shares are written and read back afresh.
 
         Returns
         -------
@@ -334,23 +339,33 @@ class AgentFieldRouter:
         """
         # Validate the request before touching the network.
         plan_shares(stable=stable, canary=canary, canary_percent=canary_percent)
-        current = {info.version: info.weight for info in await self.list_versions(node_id)}
+        listed = current if current is not None else await self.list_versions(node_id)
+        current_shares = {info.version: info.weight for info in listed}
         for role, version in (("stable", stable), ("canary", canary)):
-            if version is not None and version not in current:
+            if version is not None and version not in current_shares:
                 raise UnknownVersion(
                     f"{role} version {version!r} of node {node_id!r} is not registered with "
                     "AgentField"
                 )
-        rest = [v for v in [*others, *current] if v in current and v not in (stable, canary)]
+        rest = [
+            v
+            for v in [*others, *current_shares]
+            if v in current_shares and v not in (stable, canary)
+        ]
         shares = plan_shares(
             stable=stable, canary=canary, canary_percent=canary_percent, others=rest
         )
         order = list(shares)
-        if canary is not None and shares[canary] < current.get(canary, 100):
+        if canary is not None and shares[canary] < current_shares.get(canary, 100):
             # Stepping down: lower the canary before raising stable, so the canary's share is
             # never above either the old or the new one in between.
             order.remove(canary)
             order.insert(0, canary)
+        if current is not None and all(
+            current_shares.get(version) == share for version, share in shares.items()
+        ):
+            # Nothing to change: the listing just made is what the control plane holds.
+            return readback(current_shares, stable=stable, canary=canary)
         for version in order:
             await self.set_weight(node_id, version, shares[version])
         after = {info.version: info.weight for info in await self.list_versions(node_id)}
@@ -515,13 +530,15 @@ class AgentFieldTraffic:
         others = tuple(v for v in split.others if v != canary)
         if split.canary is not None and canary is None:
             others = (*others, split.canary)
-        self._versions = None
+        # This pass's listing (the gatherer's) spares a second GET when nothing needs writing.
+        current, self._versions = self._versions, None
         return await self.router.apply_weights(
             self.node_id,
             stable=split.stable,
             canary=canary,
             canary_percent=split.canary_percent if canary else 0,
             others=others,
+            current=current,
         )
 
     async def read(self) -> list[VersionWeight]:

@@ -143,7 +143,12 @@ class TrafficRouter(Protocol):
         ...
 
     async def apply(self, split: Split) -> list[VersionWeight]:
-        """Write the split (idempotently), then read it back."""
+        """Write the split (idempotently), then read it back.
+
+        A router object lives one pass: when the pass has already read the backend (to list
+        versions or check readiness) and the split is unchanged, that read is the read-back and
+        nothing is written or read again (one router read per pass; 1,000 rollouts at scale).
+        """
         ...
 
     async def read(self) -> list[VersionWeight]:

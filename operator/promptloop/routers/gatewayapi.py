@@ -182,6 +182,8 @@ class GatewayApiRouter:
         self.selectors = dict(selectors)
         self._roles: dict[str, str] = {}
         self._versions: tuple[str, str | None] | None = None
+        # The route as this pass read it (readiness), so that an unchanged split costs one GET.
+        self._route: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"GatewayApiRouter({self.namespace}/{self.http_route})"
@@ -217,13 +219,14 @@ class GatewayApiRouter:
         try:
             await self.kube.apply(self._service(stable_service(self.rollout), stable_selector))
             await self.kube.apply(self._service(canary_service(self.rollout), canary_selector))
-            route = await self.kube.get_http_route(self.namespace, self.http_route)
+            route = self._route or await self.kube.get_http_route(self.namespace, self.http_route)
         except LookupError:
             raise RouterError(self._missing_route()) from None
         except RuntimeError as error:
             raise RouterUnavailable(
                 f"cannot point the Services or read the HTTPRoute: {error}"
             ) from None
+        self._route = None
         rules = route.get("spec", {}).get("rules") or []
         new_rules, both = set_weights(
             rules,
@@ -245,9 +248,13 @@ class GatewayApiRouter:
                 raise RouterUnavailable(
                     f"cannot write the weights of HTTPRoute {self.http_route}: {error}"
                 ) from None
+            self._versions = (split.stable, split.canary)
+            # Read back from the API server, not from the apply's answer: what is stored now.
+            return await self.read()
         self._versions = (split.stable, split.canary)
-        # Read back from the API server, not from the apply's answer: what is stored now.
-        return await self.read()
+        # Nothing to write: the read just made (a stale one fails the next write with a 409)
+        # is the read-back.
+        return self._weights(route)
 
     async def read(self) -> list[VersionWeight]:
         """The two weights as the API server holds them, as the versions they point at."""
@@ -257,6 +264,10 @@ class GatewayApiRouter:
             raise RouterError(self._missing_route()) from None
         except RuntimeError as error:
             raise RouterUnavailable(f"cannot read HTTPRoute {self.http_route}: {error}") from None
+        return self._weights(route)
+
+    def _weights(self, route: Mapping[str, Any]) -> list[VersionWeight]:
+        """The route's two weights as the versions they point at."""
         weights = route_weights(route.get("spec", {}).get("rules") or [], rollout=self.rollout)
         if weights is None:
             raise RouterError(self._no_backends())
@@ -293,6 +304,7 @@ class GatewayApiRouter:
             return Readiness(False, "RouteNotFound", self._missing_route())
         except RuntimeError as error:
             return Readiness(None, "Unavailable", f"cannot read HTTPRoute: {error}")
+        self._route = route
         if route_weights(route.get("spec", {}).get("rules") or [], rollout=self.rollout) is None:
             return Readiness(False, "RouteMissingBackends", self._no_backends())
         return Readiness(
