@@ -241,7 +241,7 @@ class _Table:
 
 @dataclass
 class GatewayStandin:
-    """Serves one HTTPRoute's split on ``http://127.0.0.1:<port>`` (see the module docstring).
+    """Serves one HTTPRoute's split on ``http://<host>:<port>`` (see the module docstring).
 
     Parameters
     ----------
@@ -258,6 +258,11 @@ class GatewayStandin:
         Seeds the weighted pick (None: unseeded).
     say
         Where it reports a read that failed (and the first read that worked again).
+    host, port
+        Where it listens (a loopback address; port 0: a free one). The AgentField SDK registers
+        the agent's own listening port with the host of ``AGENT_CALLBACK_URL``, so a route's
+        address works as a callback URL only on the agents' port: give it that port on another
+        loopback address (127.0.0.2) when the agents listen on 127.0.0.1.
     """
 
     api_client: Any
@@ -267,6 +272,7 @@ class GatewayStandin:
     refresh: float = 0.25
     seed: int | None = None
     say: Callable[[str], None] = lambda _message: None
+    host: str = "127.0.0.1"
     port: int = 0
     _table: _Table = field(default_factory=_Table)
     _routed: dict[str, int] = field(default_factory=dict)
@@ -346,7 +352,7 @@ class GatewayStandin:
     @property
     def url(self) -> str:
         """The route's address (what every version advertises as its callback URL)."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     # -- serving -------------------------------------------------------------------------------
 
@@ -431,7 +437,7 @@ class GatewayStandin:
             def log_message(self, *_: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._threads = [

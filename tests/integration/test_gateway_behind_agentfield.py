@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -55,6 +56,15 @@ def _condition(rollout: dict[str, Any], kind: str) -> dict[str, Any]:
     return next(found, {})
 
 
+def sdk_base_url(agent_callback_url: str, listen_port: int) -> str:
+    """The ``base_url`` the AgentField Python SDK registers when ``AGENT_CALLBACK_URL`` is set:
+    its scheme and host, and the port the agent itself listens on (agentfield 0.1.144,
+    ``agent_server.py:835-856``; an explicit ``callback_url`` has its port replaced the same way,
+    ``:860-867``)."""
+    parsed = urlsplit(agent_callback_url)
+    return f"{parsed.scheme or 'http'}://{parsed.hostname}:{listen_port}"
+
+
 class FrontedWorld:
     """One agent behind AgentField and a Gateway API route, in its own namespace."""
 
@@ -79,16 +89,24 @@ class FrontedWorld:
         self.agents.via_execute = True
         self.agents.requests_per_tick = 5
         self.api_client = config.new_client_from_config(config_file=str(kube.kubeconfig))
-        # A pod's process is the simulated agent of the version its labels name.
+        agent_port = int(self.agents.server.server_address[1])
+        # The route's address: another loopback address on the agents' own port, because the
+        # SDK registers its listening port whatever port AGENT_CALLBACK_URL names (below).
         self.gateway = GatewayStandin(
             api_client=self.api_client,
             namespace=namespace,
             http_route="classifier",
+            # A pod's process is the simulated agent of the version its labels name.
             address_of=lambda pod: self.agents.version_url(
                 pod["metadata"]["labels"]["promptloop.dev/version"]
             ),
             seed=11,
+            host="127.0.0.2",
+            port=agent_port,
         )
+        # What every version registers: AGENT_CALLBACK_URL=http://127.0.0.2 (the route's
+        # host) as the SDK turns it into a base_url.
+        self.callback = sdk_base_url("http://127.0.0.2", agent_port)
 
     def apply(self, obj: dict[str, Any]) -> None:
         self.kube.kubectl("apply", "-n", self.namespace, "-f", "-", stdin=json.dumps(obj))
@@ -120,8 +138,9 @@ class FrontedWorld:
             }
         )
         self.gateway.start()
+        assert self.callback == self.gateway.url
         # The stable version registers with the route's address as its callback URL.
-        self.agents.register(STABLE, 0.30, base_url=self.gateway.url)
+        self.agents.register(STABLE, 0.30, base_url=self.callback)
         self.apply(
             {
                 "apiVersion": "promptloop.dev/v1alpha1",
@@ -259,7 +278,7 @@ def test_execute_reaches_the_weighted_split_even_when_the_challenger_sorts_first
     world.propose("classifier-2-10-0", CHALLENGER, BETTER)
     # The challenger's process registers too, with the same callback URL: the route's. Its
     # row is now GetAgent's (2.10.0 < 2.9.0 as strings), and execute calls the route.
-    world.agents.register(CHALLENGER, 0.02, base_url=world.gateway.url)
+    world.agents.register(CHALLENGER, 0.02, base_url=world.callback)
     seen: set[int] = set()
 
     def stepping(rollout: dict[str, Any]) -> bool:
@@ -316,7 +335,7 @@ def test_execute_reaches_the_weighted_split_even_when_the_challenger_sorts_first
     # A worse challenger is rolled back; weight 0 drains it, and execute keeps reaching the
     # stable version (now 2.10.0).
     world.propose("classifier-2-11-0", WORSE_CHALLENGER, WORSE)
-    world.agents.register(WORSE_CHALLENGER, 0.60, base_url=world.gateway.url)
+    world.agents.register(WORSE_CHALLENGER, 0.60, base_url=world.callback)
     world.wait(
         lambda r: world.proposal_phase("classifier-2-11-0") == "RolledBack",
         "2.11.0 rolled back",
