@@ -1,12 +1,14 @@
 """A STAND-IN for a Gateway API data plane: one HTTPRoute's weighted split, served on loopback.
 
 Not a product component and not a gateway: the local environment has no Gateway API
-implementation (Envoy-based ones need an Envoy binary no registry here ships, NGINX Gateway Fabric
-is not served by the Go module proxy, Traefik does not build from it; README, "Which routers split
-traffic for real"). This small HTTP proxy plays the data plane's part for ONE HTTPRoute, so that
-the "AgentField in front" pattern can run here end to end: every agent version advertises this
-proxy's address as its AgentField callback URL, AgentField's execute route calls it (whatever
-version row it picked), and the proxy splits the calls by the route's weights.
+implementation that can forward a request (Envoy-based ones need an Envoy binary no registry here
+ships, NGINX Gateway Fabric is not served by the Go module proxy; Traefik v3.6.12 builds and
+programs the route but cannot reach a pod, which has no reachable IP here; README, "Which
+routers split traffic for real"). This small HTTP proxy plays the data plane's part for ONE
+HTTPRoute, so that the "AgentField in front" pattern can run here end to end: every agent
+version advertises this proxy's address as its AgentField callback URL, AgentField's execute
+route calls it (whatever version row it picked), and the proxy splits the calls by the route's
+weights.
 
 What it does, and where that comes from in the Gateway API (``sigs.k8s.io/gateway-api`` v1.6.3,
 the module ``devenv.gatewayapi`` installs the CRDs from):
