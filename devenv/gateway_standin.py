@@ -284,7 +284,8 @@ class GatewayStandin:
         self._stop = threading.Event()
         self._rng = random.Random(self.seed)
         self._client = httpx.Client(timeout=30.0)
-        self._server: ThreadingHTTPServer | None = None
+        self._servers: dict[int, ThreadingHTTPServer] = {}
+        self._handler: type[BaseHTTPRequestHandler] | None = None
         self._threads: list[threading.Thread] = []
 
     # -- reading the route back ----------------------------------------------------------------
@@ -439,15 +440,33 @@ class GatewayStandin:
             def log_message(self, *_: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._threads = [
-            threading.Thread(target=self._server.serve_forever, daemon=True),
-            threading.Thread(target=self._poll, daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._handler = Handler
+        self.port = self.listen(self.port)
+        poller = threading.Thread(target=self._poll, daemon=True)
+        self._threads.append(poller)
+        poller.start()
+
+    def listen(self, port: int) -> int:
+        """Also serve the route on ``host:port`` (once per port); returns the port.
+
+        A real Gateway listens on the agents' port and every pod has its own IP; the demo's agent
+        processes share 127.0.0.1 on a port each, and the SDK registers its own port, so the
+        demo gives the stand-in one listener per agent port (the same split on every one).
+        """
+        if self._handler is None:
+            raise RuntimeError("start() first")
+        with self._lock:
+            if port and port in self._servers:
+                return port
+        server = ThreadingHTTPServer((self.host, port), self._handler)
+        server.daemon_threads = True
+        bound = int(server.server_address[1])
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        with self._lock:
+            self._servers[bound] = server
+            self._threads.append(thread)
+        thread.start()
+        return bound
 
     def _poll(self) -> None:
         while not self._stop.wait(self.refresh):
@@ -456,9 +475,11 @@ class GatewayStandin:
     def stop(self) -> None:
         """Stop reading and serving; close the forwarding client."""
         self._stop.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        with self._lock:
+            servers = list(self._servers.values())
+        for server in servers:
+            server.shutdown()
+            server.server_close()
         for thread in self._threads:
             thread.join(timeout=10)
         self._client.close()

@@ -218,6 +218,11 @@ def test_forwards_path_body_and_headers_by_weight(agents: dict[str, _Agent]) -> 
         # 400 draws at p = 0.25: standard error 0.022; 5 of them.
         assert abs(seen["canary"] / 400 - 0.25) < 0.11, seen
         assert standin.weights() == {"stable": 75, "canary": 25}
+        # Another listener (the demo's agents each have a port) serves the same route.
+        extra = standin.listen(0)
+        assert extra != standin.port and standin.listen(extra) == extra
+        answer = httpx.post(f"http://127.0.0.1:{extra}/reasoners/classify", headers={"X-Run": "x"})
+        assert answer.status_code == 200 and answer.json()["agent"] in ("stable", "canary")
     finally:
         standin.stop()
 
