@@ -276,8 +276,8 @@ class GatewayStandin:
     say: Callable[[str], None] = lambda _message: None
     host: str = "127.0.0.1"
     port: int = 0
-    _table: _Table = field(default_factory=_Table)
-    _routed: dict[str, int] = field(default_factory=dict)
+    _table: _Table = field(default_factory=_Table, init=False, repr=False)
+    _routed: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
