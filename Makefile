@@ -133,8 +133,8 @@ DEMO_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: demo
-demo: $(STAMP) cluster-build ## Run the whole loop on the embedded defaults (AUTO_APPROVE=1 for unattended)
-	@$(PROMPTLOOP) dev demo $(if $(AUTO_APPROVE),--auto-approve,) $(DEMO_ARGS)
+demo: $(STAMP) cluster-build ## Run the whole loop on the embedded defaults (AUTO_APPROVE=1 for unattended; ROUTER=gateway: AgentField in front of a Gateway API route)
+	@$(PROMPTLOOP) dev demo $(if $(AUTO_APPROVE),--auto-approve,) $(if $(ROUTER),--router $(ROUTER),) $(DEMO_ARGS)
 
 .PHONY: demo-down
 demo-down: $(STAMP) ## Stop whatever a demo left running and delete its namespace

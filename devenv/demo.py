@@ -18,7 +18,11 @@ what it does at every step:
    environment and the prompt it gives each one;
 6. **traffic** (:mod:`devenv.traffic`): labelled tickets from
    ``examples/tickets/tickets.jsonl``, split by the weights read back from AgentField's
-   connector (its execute route ignores weights; the driver says so);
+   connector (its execute route ignores weights; the driver says so); with ``--router gateway``
+   the rollout uses ``spec.router.gatewayAPI`` instead, every version registers the route's
+   address (``AGENT_CALLBACK_URL``), the tickets go through AgentField's execute route, and the
+   split is done by :mod:`devenv.gateway_standin` (a stand-in for a gateway data plane) by the
+   HTTPRoute's weights read back from the API server;
 7. **the loop**: the agents record their misses in AgentField memory; once enough distinct misses
    of the stable version exist, ``promptloop improve --apply`` files a PromptProposal; the
    operator renders and canaries the challenger; at ``AwaitingApproval`` the demo prints the exact
@@ -64,6 +68,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from devenv import cluster
+from devenv.gateway_standin import GatewayStandin
 from devenv.kubelet import ProcessKubelet
 from devenv.procs import free_port, runs, stop_pid
 from devenv.traffic import TrafficDriver, VersionTally, load_tickets
@@ -94,6 +99,11 @@ NODE_ID = "classifier"
 REASONER = "classify"
 STABLE_VERSION = "2.0.0"
 STABLE_DEPLOYMENT = "classifier"
+HTTP_ROUTE = "classifier"
+AGENT_PORT = 8000  # the port the HTTPRoute's backendRefs and the two Services name
+# The gateway stand-in's loopback address: what every version's AGENT_CALLBACK_URL names.
+GATEWAY_HOST = "127.0.0.2"
+ROUTERS = ("agentfield", "gateway")
 # The seed's prompt (self-improvement-loop.txt, classify_v2_0_0.py).
 BASE_PROMPT = "Classify the ticket as billing, bug, or other. One word."
 STATE_FILE = "demo.json"
@@ -396,8 +406,13 @@ def classifier_venv(say: Callable[[str], None]) -> Path:
 # the manifests the demo applies
 
 
-def stable_deployment(*, agentfield_url: str, model_base_url: str, model: str) -> dict[str, Any]:
-    """The incumbent classifier at 2.0.0: a Deployment a user would keep in git."""
+def stable_deployment(
+    *, agentfield_url: str, model_base_url: str, model: str, callback_url: str | None = None
+) -> dict[str, Any]:
+    """The incumbent classifier at 2.0.0: a Deployment a user would keep in git.
+
+    ``callback_url`` (the gateway router) is every version's ``AGENT_CALLBACK_URL``: the route's
+    address, so that AgentField's execute lands on the weighted split."""
     labels = {"app.kubernetes.io/name": "classifier", "promptloop.dev/version": STABLE_VERSION}
     env: list[dict[str, Any]] = [
         {"name": "AGENT_NODE_ID", "value": NODE_ID},
@@ -411,6 +426,8 @@ def stable_deployment(*, agentfield_url: str, model_base_url: str, model: str) -
         },
         {"name": "SYSTEM_PROMPT", "value": BASE_PROMPT},
     ]
+    if callback_url is not None:
+        env.append({"name": "AGENT_CALLBACK_URL", "value": callback_url})
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -441,9 +458,12 @@ PROMETHEUS_TOTAL = 'sum(classifier_outcomes_total{version="{{ version }}"})'
 PROMETHEUS_FAILED = 'sum(classifier_failures_total{version="{{ version }}"})'
 
 
-def agent_rollout(*, agentfield_url: str, prometheus_url: str | None = None) -> dict[str, Any]:
-    """The classifier's AgentRollout: AgentField router; the agents' own Prometheus counters
-    through a local Prometheus server, or (without one installed) agentfieldMemory."""
+def agent_rollout(
+    *, agentfield_url: str, prometheus_url: str | None = None, router: str = "agentfield"
+) -> dict[str, Any]:
+    """The classifier's AgentRollout: AgentField router (or, ``router="gateway"``, the Gateway
+    API router on :func:`http_route`); the agents' own Prometheus counters through a local
+    Prometheus server, or (without one installed) agentfieldMemory."""
     metrics: dict[str, Any] = (
         {
             "prometheus": {
@@ -464,14 +484,38 @@ def agent_rollout(*, agentfield_url: str, prometheus_url: str | None = None) -> 
             "agent": {"nodeId": NODE_ID, "reasoner": REASONER},
             "stable": {"version": STABLE_VERSION, "deploymentName": STABLE_DEPLOYMENT},
             "prompt": {"env": "SYSTEM_PROMPT"},
-            "router": {
-                "agentfield": {
-                    "url": agentfield_url,
-                    "tokenSecretRef": {"name": "agentfield-connector", "key": "token"},
+            "router": (
+                {"gatewayAPI": {"httpRoute": HTTP_ROUTE, "port": AGENT_PORT}}
+                if router == "gateway"
+                else {
+                    "agentfield": {
+                        "url": agentfield_url,
+                        "tokenSecretRef": {"name": "agentfield-connector", "key": "token"},
+                    }
                 }
-            },
+            ),
             "metrics": metrics,
             "canary": canary_policy(),
+        },
+    }
+
+
+def http_route() -> dict[str, Any]:
+    """The classifier's HTTPRoute, as a user keeps it in git: stable 100, canary 0."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": HTTP_ROUTE},
+        "spec": {
+            "parentRefs": [{"name": "agents"}],
+            "rules": [
+                {
+                    "backendRefs": [
+                        {"name": f"{ROLLOUT}-stable", "port": AGENT_PORT, "weight": 100},
+                        {"name": f"{ROLLOUT}-canary", "port": AGENT_PORT, "weight": 0},
+                    ]
+                }
+            ],
         },
     }
 
@@ -556,6 +600,7 @@ class DemoOptions:
     timeout: float = 900.0
     view: str = "auto"
     seed: int = 7
+    router: str = "agentfield"
 
 
 @dataclass
@@ -624,6 +669,7 @@ class Demo:
         self.kubelet_stop = threading.Event()
         self.kubelet_thread: threading.Thread | None = None
         self.traffic: TrafficDriver | None = None
+        self.gateway: GatewayStandin | None = None
         self.api: Any = None
         self.marks = _Marks()
         self.history: dict[tuple[str, str], dict[str, Any]] = {}
@@ -716,7 +762,11 @@ class Demo:
         self._model()
         self._prometheus()
         self._crds_and_operator_identity()
+        if self.options.router == "gateway":
+            self._gateway_api()
         self._namespace_objects()
+        if self.options.router == "gateway":
+            self._start_gateway()
         self._start_operator()
         self._start_kubelet(python)
         self._wait_registered()
@@ -876,6 +926,62 @@ class Demo:
         with os.fdopen(fd, "w") as handle:
             json.dump(config, handle)
 
+    def _gateway_api(self) -> None:
+        from devenv import gatewayapi
+
+        self.say(
+            "--router gateway: installing the Gateway API CRDs (standard channel, "
+            f"{gatewayapi.GATEWAY_API_VERSION}, from the Go module proxy, cached) and granting the "
+            "operator what spec.router.gatewayAPI needs (manifests/gateway-api: Services it "
+            "owns, get/patch on HTTPRoutes)"
+        )
+        gatewayapi.install(self.kubeconfig, kubectl=_kubectl())
+        import yaml
+
+        rendered = self._kubectl(
+            "kustomize", str(cluster.project_root() / "manifests" / "gateway-api")
+        )
+        for obj in yaml.safe_load_all(rendered):
+            if (
+                obj
+                and obj["kind"] == "ClusterRole"
+                and obj["metadata"]["name"] == ("promptloop-operator")
+            ):
+                self._apply(obj)
+
+    def _start_gateway(self) -> None:
+        self.gateway = GatewayStandin(
+            # Its own client: it reads from its own thread every 0.25 s.
+            api_client=_api_client(self.kubeconfig),
+            namespace=self.namespace,
+            http_route=HTTP_ROUTE,
+            address_of=self._pod_address,
+            seed=self.options.seed,
+            say=self.r.sayer("gateway"),
+            host=GATEWAY_HOST,
+        )
+        self.gateway.start()
+        self.r.say(
+            "gateway",
+            "the gateway STAND-IN, not a Gateway API implementation (none can forward requests "
+            "here; devenv/gateway_standin.py): it reads HTTPRoute "
+            f"{HTTP_ROUTE}, its Services and their Ready pods back from the API server every "
+            f"0.25 s and sends each request to a backendRef picked by weight. It listens on "
+            f"{GATEWAY_HOST}, on each agent's own port (the SDK registers its own port with "
+            f"AGENT_CALLBACK_URL's host), and maps a pod to its agent process",
+        )
+
+    def _pod_address(self, pod: Mapping[str, Any]) -> str | None:
+        """A Ready pod's agent process: the one the process kubelet runs for its Deployment."""
+        meta = pod.get("metadata") or {}
+        suffix = "-" + str((meta.get("labels") or {}).get("pod-template-hash", ""))
+        for owner in meta.get("ownerReferences") or []:
+            if owner.get("kind") == "ReplicaSet" and self.kubelet is not None:
+                agent = self.kubelet.processes.get(str(owner.get("name")).removesuffix(suffix))
+                if agent is not None:
+                    return agent.url
+        return None
+
     def _namespace_objects(self) -> None:
         ns = self.namespace
         self.api = _api_client(self.kubeconfig)
@@ -891,11 +997,21 @@ class Demo:
         )
         self._apply(_secret("agentfield-connector", "token", self.agentfield.token), ns)
         self._apply(_secret("classifier-model", "api-key", self.model.api_key), ns)
+        gateway = self.options.router == "gateway"
+        if gateway:
+            self.say(
+                f"HTTPRoute {HTTP_ROUTE} (backendRefs {ROLLOUT}-stable 100, {ROLLOUT}-canary 0); "
+                f"the Deployment's pod template sets AGENT_CALLBACK_URL=http://{GATEWAY_HOST}, the "
+                "route's address, so every version (challengers are cloned from it) registers "
+                "the route with AgentField"
+            )
+            self._apply(http_route(), ns)
         self._apply(
             stable_deployment(
                 agentfield_url=self.agentfield.url,
                 model_base_url=self.model.base_url,
                 model=self.model.model,
+                callback_url=f"http://{GATEWAY_HOST}" if gateway else None,
             ),
             ns,
         )
@@ -903,6 +1019,7 @@ class Demo:
             agent_rollout(
                 agentfield_url=self.agentfield.url,
                 prometheus_url=self.prometheus.url if self.prometheus is not None else None,
+                router=self.options.router,
             ),
             ns,
         )
@@ -989,6 +1106,13 @@ class Demo:
 
     def _kubelet_say(self, message: str) -> None:
         self.r.say("kubelet", message)
+        if self.kubelet is not None and self.gateway is not None:
+            # Called right after a process starts, before its SDK registers the callback URL.
+            for agent in list(self.kubelet.processes.values()):
+                try:
+                    self.gateway.listen(agent.port)
+                except OSError as error:
+                    self.r.say("gateway", f"cannot listen on port {agent.port}: {error}")
         if self.kubelet is not None:
             self.record["agents"] = self.kubelet.pids()
             with contextlib.suppress(OSError):
@@ -1032,6 +1156,7 @@ class Demo:
             concurrency=self.options.concurrency,
             seed=self.options.seed,
             say=self.r.sayer("traffic"),
+            via_execute=self.options.router == "gateway",
         )
         self.r.say(
             "traffic",
@@ -1150,6 +1275,9 @@ class Demo:
         if self.traffic is None:
             return ""
         parts = []
+        if self.gateway is not None:
+            weights = " ".join(f"{svc} {w}" for svc, w in self.gateway.weights().items())
+            parts.append(f"route {weights or '(not read yet)'}")
         shares = {route.version: route.share for route in self.traffic.routes()}
         for version, tally in sorted(self.traffic.tallies().items()):
             rate = tally.failure_rate
@@ -1338,6 +1466,16 @@ class Demo:
         if self.traffic is None:
             return ""
         lines = ["", "Traffic from the demo (weights read back from AgentField's connector):"]
+        if self.gateway is not None:
+            lines[1] = (
+                "Traffic from the demo (through AgentField's execute route; split by the gateway "
+                "stand-in at the HTTPRoute's weights read back from the API server: "
+                + (
+                    ", ".join(f"{svc} {w}" for svc, w in self.gateway.weights().items())
+                    or "not read"
+                )
+                + f"; {self.traffic.unanswered} unanswered):"
+            )
         shares = {route.version: route for route in self.traffic.routes()}
         for version, tally in sorted(self.traffic.tallies().items()):
             route = shares.get(version)
@@ -1433,6 +1571,9 @@ class Demo:
         if self.traffic is not None:
             say("stopping the traffic")
             self.traffic.stop()
+        if self.gateway is not None:
+            say("stopping the gateway stand-in")
+            self.gateway.stop()
         self.kubelet_stop.set()
         if self.kubelet_thread is not None:
             self.kubelet_thread.join(timeout=30)
@@ -1756,6 +1897,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         view=args.view,
         seed=args.seed,
+        router=args.router,
     )
     return run_demo(options)
 
@@ -1803,6 +1945,14 @@ def register(dev_subparsers: Any) -> None:
         help="live: redraw the screen; lines: progress lines (default: live in a terminal)",
     )
     demo.add_argument("--seed", type=int, default=7, help="ticket order and routing seed")
+    demo.add_argument(
+        "--router",
+        choices=ROUTERS,
+        default="agentfield",
+        help="agentfield (default): the driver splits by the connector's weights; gateway: "
+        "spec.router.gatewayAPI, traffic through AgentField's execute route, split by the "
+        "gateway stand-in at the HTTPRoute's weights (make demo ROUTER=gateway)",
+    )
     demo.set_defaults(func=_cmd_demo)
     down = dev_subparsers.add_parser(
         "demo-down", help="stop what a demo left running and delete its namespace"

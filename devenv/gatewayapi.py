@@ -7,10 +7,12 @@ module zip once, the ``config/crd/standard/*.yaml`` files are copied into
 later runs use that copy. Installing is a server-side apply of those files, then a wait for
 ``Established``.
 
-Data plane: no Gateway API implementation runs here (see README, "Which routers split traffic"):
-Envoy-based ones need an Envoy binary no registry here ships, NGINX Gateway Fabric is not served
-by the proxy, and Traefik does not build from it. The CRDs are what the operator talks to; the
-API server validates every write with the upstream CEL rules.
+Data plane: no Gateway API implementation forwards requests here (see README, "Which routers
+split traffic"): Envoy-based ones need an Envoy binary no registry here ships, NGINX Gateway Fabric
+is not served by the proxy, Traefik v3.7.13 does not resolve from it, and Traefik v3.6.12 builds
+but cannot reach pods (no reachable pod IPs; EndpointSlices refuse loopback addresses).
+``devenv.gateway_standin`` plays the data plane's part for one route. The CRDs are what the
+operator talks to; the API server validates every write with the upstream CEL rules.
 
 Usage: ``python -m devenv.gatewayapi [--kubeconfig PATH]`` fetches (or finds) the CRDs
 and, with a kubeconfig, installs them; it prints the directory.

@@ -15,7 +15,9 @@ one namespace, plainly and visibly:
   state directory, and any env value naming a mount path is rewritten to the local file (a
   process cannot read ``/etc/...`` the way a container would);
 * what a pod network would provide is added and said: ``HOST=127.0.0.1``, a free ``PORT`` and
-  ``AGENT_CALLBACK_URL=http://127.0.0.1:PORT`` (the "pod IP" AgentField calls back);
+  ``AGENT_CALLBACK_URL=http://127.0.0.1:PORT`` (the "pod IP" AgentField calls back), unless the
+  pod template sets ``AGENT_CALLBACK_URL`` itself (a gateway's address, "AgentField in front of
+  the gateway" in the README): then the template's value is kept, as a real kubelet would;
 * a Deployment scaled to zero or deleted has its process stopped (SIGTERM, then SIGKILL); a
   changed pod template restarts it; a process that dies is restarted with a growing back-off.
 
@@ -52,11 +54,14 @@ __all__ = [
     "describe_process",
     "expand_references",
     "is_available",
+    "pod_network",
     "referenced_objects",
 ]
 
-# Kubelet-provided variables: what a pod's network gives an agent. They override the template.
+# Kubelet-provided variables: what a pod's network gives an agent. They override the template,
+# except a callback URL the template sets on purpose (a gateway's address).
 _NETWORK_ENV = ("HOST", "PORT", "AGENT_CALLBACK_URL")
+_CALLBACK_ENV = "AGENT_CALLBACK_URL"
 # From the parent's environment only what a process needs to run at all.
 _INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
 # Names whose literal values are hidden in output too (a key pasted into a template by mistake).
@@ -227,6 +232,15 @@ def _lookup(
         what = f"{kind} {name}" if data is None else f"key {key!r} of {kind} {name}"
         raise PodSpecError(f"{what} not found (the pod would not start)")
     return data[key]
+
+
+def pod_network(port: int, template_env: Mapping[str, str]) -> dict[str, str]:
+    """What the pod network gives a process on ``port``: ``HOST``, ``PORT`` and, unless the pod
+    template sets one on purpose (a gateway's address), ``AGENT_CALLBACK_URL``."""
+    network = {"HOST": "127.0.0.1", "PORT": str(port)}
+    if _CALLBACK_ENV not in template_env:
+        network[_CALLBACK_ENV] = f"http://127.0.0.1:{port}"
+    return network
 
 
 def describe_process(
@@ -613,11 +627,7 @@ class ProcessKubelet:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content, encoding="utf-8")
         port = free_port()
-        network = {
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            "AGENT_CALLBACK_URL": f"http://127.0.0.1:{port}",
-        }
+        network = pod_network(port, spec.env)
         env = {key: os.environ[key] for key in _INHERITED_ENV if key in os.environ}
         env.update(spec.env)
         env.update(network)

@@ -10,6 +10,11 @@ versions whose heartbeat is fresh, and sends each ticket straight to one version
 (``POST {base_url}/reasoners/{reasoner}``) with probability ``weight / sum of weights`` (a weight
 of 0 counts as 100, as AgentField's router would treat it).
 
+With ``via_execute`` (the demo's ``--router gateway``) it sends every ticket through AgentField's
+execute route instead, and reads no weight: each version has advertised the route's address as its
+callback URL, so the split is the gateway's (:mod:`devenv.gateway_standin`), and the version that
+answered (the agent's reply names it) is counted.
+
 Every request carries the ticket's label as ``correct_label``, so the agents grade themselves and
 record their misses; the driver keeps its own tally per version (sent, right, wrong, errors,
 tokens) for the demo's summary. :func:`routes_from_listing` and :func:`choose` are pure.
@@ -31,6 +36,7 @@ from typing import Any
 import httpx
 
 __all__ = [
+    "EXECUTE_NOTE",
     "ROUTING_NOTE",
     "Route",
     "Ticket",
@@ -46,6 +52,13 @@ ROUTING_NOTE = (
     "version), so the traffic driver reads the weights back from the connector API "
     "(GET /api/v1/connector/reasoners/{node}/versions) every 0.5 s and sends each ticket straight "
     "to one version's base_url with probability weight / sum of weights"
+)
+EXECUTE_NOTE = (
+    "every ticket goes through AgentField's execute route (POST /api/v1/execute/{node}."
+    "{reasoner}); AgentField calls one version row's base_url, and every version has registered "
+    "the route's address there (AGENT_CALLBACK_URL), so the split is done by the gateway "
+    "stand-in (devenv/gateway_standin.py) by the HTTPRoute's weights read back from the API "
+    "server; the version that answered is counted"
 )
 # A version whose heartbeat is older than this is taken as gone (the SDK beats every 2 s).
 STALE_AFTER_S = 10.0
@@ -243,6 +256,9 @@ class TrafficDriver:
         Seeds the ticket order and the weighted choice.
     say
         Where it reports.
+    via_execute
+        Send through AgentField's execute route and count the version that answered, instead
+        of splitting here by the connector's weights.
     """
 
     def __init__(
@@ -257,8 +273,11 @@ class TrafficDriver:
         concurrency: int,
         seed: int,
         say: Callable[[str], None],
+        via_execute: bool = False,
     ) -> None:
         self.agentfield_url = agentfield_url.rstrip("/")
+        self.via_execute = via_execute
+        self._unanswered = 0
         self._token = token
         self.node_id = node_id
         self.reasoner = reasoner
@@ -293,14 +312,25 @@ class TrafficDriver:
     def sent(self) -> int:
         """Requests sent so far."""
         with self._lock:
-            return sum(tally.sent for tally in self._tallies.values())
+            return sum(tally.sent for tally in self._tallies.values()) + self._unanswered
+
+    @property
+    def unanswered(self) -> int:
+        """Through execute: requests no version answered (an error before or at the agent)."""
+        with self._lock:
+            return self._unanswered
 
     # -- running -----------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the weight reader and the senders."""
-        self.say(ROUTING_NOTE.replace("{node}", self.node_id) + ".")
-        self._threads = [threading.Thread(target=self._read_weights, daemon=True)]
+        if self.via_execute:
+            note = EXECUTE_NOTE.replace("{node}", self.node_id)
+            self.say(note.replace("{reasoner}", self.reasoner) + ".")
+            self._threads = []
+        else:
+            self.say(ROUTING_NOTE.replace("{node}", self.node_id) + ".")
+            self._threads = [threading.Thread(target=self._read_weights, daemon=True)]
         self._threads += [
             threading.Thread(target=self._send_loop, daemon=True) for _ in range(self.concurrency)
         ]
@@ -346,20 +376,23 @@ class TrafficDriver:
                         self.say(f"cannot read the weights back from AgentField: {error}")
                 self._stop.wait(0.5)
 
-    def _next(self) -> tuple[Ticket, Route] | None:
-        """The next ticket and where to send it, paced to the rate; None when stopping."""
+    def _next(self) -> tuple[Ticket, Route | None] | None:
+        """The next ticket and where to send it (None: through execute), paced to the rate;
+        None when stopping."""
         while not self._stop.is_set():
             with self._lock:
                 now = time.monotonic()
                 if now < self._next_send:
                     wait = self._next_send - now
-                elif not self._routing.routes:
+                elif not self.via_execute and not self._routing.routes:
                     wait = 0.2  # nothing registered yet, or every version went stale
                 else:
                     # At most a second's worth of catching up after a stall, never a flood.
                     self._next_send = max(self._next_send, now - 1.0) + 1.0 / self.rate
                     ticket = self._tickets[self._next_ticket % len(self._tickets)]
                     self._next_ticket += 1
+                    if self.via_execute:
+                        return ticket, None
                     route = choose(self._routing.routes, self._rng)
                     self._tallies.setdefault(route.version, VersionTally()).sent += 1
                     return ticket, route
@@ -373,7 +406,29 @@ class TrafficDriver:
                 if chosen is None:
                     return
                 ticket, route = chosen
-                self._send(client, ticket, route)
+                if route is None:
+                    self._execute(client, ticket)
+                else:
+                    self._send(client, ticket, route)
+
+    def _execute(self, client: httpx.Client, ticket: Ticket) -> None:
+        url = f"{self.agentfield_url}/api/v1/execute/{self.node_id}.{self.reasoner}"
+        body: Any = None
+        try:
+            response = client.post(
+                url, json={"input": {"text": ticket.text, "correct_label": ticket.label}}
+            )
+            body = response.json().get("result") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            body = None
+        version = body.get("version") if isinstance(body, dict) else None
+        if not isinstance(version, str):
+            with self._lock:
+                self._unanswered += 1
+            return
+        with self._lock:
+            self._tallies.setdefault(version, VersionTally()).sent += 1
+        self._grade(version, ticket, body)
 
     def _send(self, client: httpx.Client, ticket: Ticket, route: Route) -> None:
         url = f"{route.base_url.rstrip('/')}/reasoners/{self.reasoner}"
@@ -384,8 +439,11 @@ class TrafficDriver:
                 body = response.json()
         except (httpx.HTTPError, ValueError):
             body = None
+        self._grade(route.version, ticket, body)
+
+    def _grade(self, version: str, ticket: Ticket, body: Any) -> None:
         with self._lock:
-            tally = self._tallies.setdefault(route.version, VersionTally())
+            tally = self._tallies.setdefault(version, VersionTally())
             if not isinstance(body, dict) or not isinstance(body.get("label"), str):
                 tally.errors += 1
                 return

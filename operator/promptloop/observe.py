@@ -42,7 +42,7 @@ from promptloop.render.challenger import (
 from promptloop.rollout.observations import Counters, Observations, Rendering, RouterVersion
 from promptloop.rollout.phases import PROPOSAL_TERMINAL
 from promptloop.rollout.queue import queue_key
-from promptloop.routers.agentfield import AgentFieldRouter, AgentFieldTraffic, RetryPolicy
+from promptloop.routers.agentfield import AgentFieldConnector, AgentFieldTraffic, RetryPolicy
 from promptloop.routers.base import Readiness, RouterError, RouterForbidden, TrafficRouter
 from promptloop.routers.gatewayapi import GatewayApiRouter
 
@@ -284,7 +284,7 @@ class Gatherer:
         assert agentfield is not None and token is not None
         delays = self.router_retry_delays
         return AgentFieldTraffic(
-            AgentFieldRouter(
+            AgentFieldConnector(
                 agentfield.url,
                 token,
                 client=self.http,

@@ -202,8 +202,11 @@ class AgentSim:
 
     # -- AgentField --------------------------------------------------------------------------
 
-    def register(self, version: str, failure_rate: float) -> None:
-        """Register (or re-register) a version as the SDK does; its weight resets to 100."""
+    def register(self, version: str, failure_rate: float, *, base_url: str | None = None) -> None:
+        """Register (or re-register) a version as the SDK does; its weight resets to 100.
+
+        ``base_url`` is the callback URL the version advertises: by default its own address
+        (``/agent/<version>``); "AgentField in front of a gateway" passes the route's address."""
         now = datetime.now(UTC).isoformat()
         _http(
             "POST",
@@ -211,7 +214,7 @@ class AgentSim:
             {
                 "id": self.node_id,
                 "team_id": "default",
-                "base_url": f"{self.address}/agent/{version}",
+                "base_url": base_url or self.version_url(version),
                 "version": version,
                 "reasoners": [{"id": "classify"}],
                 "skills": [],
@@ -225,6 +228,10 @@ class AgentSim:
             sim = self.versions.setdefault(version, VersionSim(version, failure_rate))
             sim.failure_rate = failure_rate
             sim.heartbeat = True
+
+    def version_url(self, version: str) -> str:
+        """Where this version's process answers (what a pod IP would be)."""
+        return f"{self.address}/agent/{version}"
 
     def add_version(self, version: str, failure_rate: float) -> None:
         """A version that serves traffic without registering anywhere (a Gateway API backend)."""

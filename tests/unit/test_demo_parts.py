@@ -12,15 +12,16 @@ from typing import Any
 
 import pytest
 
-from devenv.demo import agent_rollout, stable_deployment, wilson
+from devenv.demo import agent_rollout, http_route, stable_deployment, wilson
 from devenv.kubelet import (
     PodSpecError,
     describe_process,
     expand_references,
     is_available,
+    pod_network,
     referenced_objects,
 )
-from devenv.traffic import Route, choose, routes_from_listing
+from devenv.traffic import Route, Ticket, TrafficDriver, choose, routes_from_listing
 from promptloop.api.agentrollout import AgentRollout
 from promptloop.api.promptproposal import PromptProposal
 from promptloop.constants import API_VERSION as PROPOSAL_API
@@ -312,3 +313,134 @@ def test_the_demo_rollout_reads_prometheus_when_it_runs_and_memory_otherwise(
     assert json.loads(targets.read_text()) == [
         {"targets": ["127.0.0.1:9001", "127.0.0.1:9002"], "labels": {}}
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# --router gateway: AgentField in front of the route
+
+
+def test_the_gateway_demo_gives_every_version_the_routes_address(tmp_path: Path) -> None:
+    """The stable template names the route's address; the operator's challenger clones it; the
+    process kubelet keeps it (and still gives a pod's own address when the template has none)."""
+    from promptloop.routers.gatewayapi import canary_service, stable_service
+
+    stable = stable_deployment(
+        agentfield_url="http://127.0.0.1:1",
+        model_base_url="http://127.0.0.1:2/v1",
+        model="m",
+        callback_url="http://127.0.0.2",
+    )
+    rollout = AgentRollout.model_validate(
+        {
+            "metadata": {"name": "classifier", "namespace": "d"},
+            **agent_rollout(agentfield_url="http://127.0.0.1:1", router="gateway"),
+        }
+    )
+    gateway = rollout.spec.router.gateway_api
+    assert gateway is not None and rollout.spec.router.agentfield is None
+    route = http_route()
+    assert gateway.http_route == route["metadata"]["name"]
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    assert [(r["name"], r["port"], r["weight"]) for r in refs] == [
+        (stable_service("classifier"), gateway.port, 100),
+        (canary_service("classifier"), gateway.port, 0),
+    ]
+    proposal = PromptProposal.model_validate(
+        {
+            "metadata": {"name": "classifier-2-1-0", "namespace": "d", "uid": "u-1"},
+            "spec": {"rolloutRef": {"name": "classifier"}, "version": "2.1.0", "systemPrompt": "x"},
+        }
+    )
+    rendered = render_challenger(
+        rollout=rollout,
+        proposal=proposal,
+        stable_deployment=stable,
+        owner=OwnerRef(PROPOSAL_API, "PromptProposal", "classifier-2-1-0", "u-1"),
+    )
+    spec = describe_process(
+        rendered.deployment,
+        namespace="d",
+        config_maps={rendered.config_map["metadata"]["name"]: rendered.config_map["data"]},
+        secrets={"classifier-model": {"api-key": "k"}},
+        volume_root=tmp_path,
+    )
+    assert spec.env["AGENT_CALLBACK_URL"] == "http://127.0.0.2"
+    assert pod_network(4100, spec.env) == {"HOST": "127.0.0.1", "PORT": "4100"}
+    plain = stable_deployment(
+        agentfield_url="http://127.0.0.1:1", model_base_url="http://127.0.0.1:2/v1", model="m"
+    )
+    assert all(
+        e["name"] != "AGENT_CALLBACK_URL"
+        for e in plain["spec"]["template"]["spec"]["containers"][0]["env"]
+    )
+    assert pod_network(4100, {})["AGENT_CALLBACK_URL"] == "http://127.0.0.1:4100"
+
+
+def test_traffic_through_execute_counts_the_version_that_answered() -> None:
+    """--router gateway: every ticket goes to AgentField's execute route; the tally follows the
+    version named in the agent's reply, and a call no version answered is counted apart."""
+    import json
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    calls: list[dict[str, Any]] = []
+
+    class Execute(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            calls.append({"path": self.path, **body})
+            n = len(calls)
+            if n % 5 == 0:  # the stand-in's 502 for an agent error: no version named
+                status, reply = 502, {"error": "agent error (500)", "status": "failed"}
+            else:
+                version = "2.1.0" if n % 5 == 1 else "2.0.0"
+                label = body["input"]["correct_label"] if n % 2 else "other"
+                reply = {"status": "succeeded", "result": {"label": label, "version": version}}
+                status = 200
+            payload = json.dumps(reply).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Execute)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    said: list[str] = []
+    driver = TrafficDriver(
+        agentfield_url=f"http://127.0.0.1:{server.server_address[1]}",
+        token="unused",
+        node_id="classifier",
+        reasoner="classify",
+        tickets=[Ticket("t1", "refund please", "billing")],
+        rate=200.0,
+        concurrency=1,
+        seed=1,
+        say=said.append,
+        via_execute=True,
+    )
+    try:
+        driver.start()
+        deadline = time.monotonic() + 20
+        while driver.sent < 20:
+            assert time.monotonic() < deadline, driver.sent
+            time.sleep(0.01)
+    finally:
+        driver.stop()
+        server.shutdown()
+        server.server_close()
+    assert "execute route" in said[0] and "gateway_standin" in said[0]
+    assert {c["path"] for c in calls} == {"/api/v1/execute/classifier.classify"}
+    assert calls[0]["input"] == {"text": "refund please", "correct_label": "billing"}
+    tallies = driver.tallies()
+    answered = sum(t.sent for t in tallies.values())
+    assert answered + driver.unanswered == driver.sent == len(calls)
+    assert driver.unanswered == len(calls) // 5
+    assert set(tallies) == {"2.0.0", "2.1.0"}
+    assert tallies["2.1.0"].sent == sum(1 for n in range(1, len(calls) + 1) if n % 5 == 1)
+    assert all(t.right + t.wrong == t.sent for t in tallies.values())
+    assert driver.routes() == []  # no weight is read on this path

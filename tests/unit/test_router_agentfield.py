@@ -1,6 +1,6 @@
-"""The AgentField router against the real stand-in over loopback: de-duplication, the share
-arithmetic, read-back, re-assertion after a re-registration reset, the error taxonomy with its
-retry rules, and that the connector token never leaks into an exception or a log line."""
+"""The AgentField connector client against the real stand-in over loopback: de-duplication,
+the share arithmetic, read-back, re-assertion after a re-registration reset, the error taxonomy
+with its retry rules, and that the connector token never leaks into an exception or a log line."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devenv.agentfield_standin import RunningStandin, start_standin
-from promptloop.routers.agentfield import AgentFieldRouter, RetryPolicy, parse_go_time
+from promptloop.routers.agentfield import AgentFieldConnector, RetryPolicy, parse_go_time
 from promptloop.routers.base import (
     MIN_SHARE,
     ConnectorDisabled,
@@ -57,13 +57,13 @@ async def standin() -> AsyncIterator[RunningStandin]:
 
 
 @pytest.fixture
-async def router(
+async def connector(
     standin: RunningStandin, shared: httpx.AsyncClient
-) -> AsyncIterator[AgentFieldRouter]:
-    async with AgentFieldRouter(
+) -> AsyncIterator[AgentFieldConnector]:
+    async with AgentFieldConnector(
         standin.url, TOKEN, client=shared, timeout=2.0, retry=FAST
-    ) as router:
-        yield router
+    ) as connector:
+        yield connector
 
 
 async def register(standin: RunningStandin, *versions: str) -> None:
@@ -153,23 +153,23 @@ def test_parse_go_time() -> None:
 
 
 async def test_list_versions_deduplicates(
-    standin: RunningStandin, router: AgentFieldRouter
+    standin: RunningStandin, connector: AgentFieldConnector
 ) -> None:
     await register(standin, "2.1.0", "2.0.0")
-    listed = await router.list_versions(NODE)
+    listed = await connector.list_versions(NODE)
     # The stand-in lists 2.0.0 twice (the GetAgent row, then by registered_at DESC).
     assert [v.version for v in listed] == ["2.0.0", "2.1.0"]
     assert listed[0].weight == 100
     assert listed[0].base_url == "http://127.0.0.1:9"
     assert listed[0].last_heartbeat is not None
-    assert await router.list_versions("nobody") == []
+    assert await connector.list_versions("nobody") == []
 
 
 async def test_apply_weights_writes_shares_and_reads_back(
-    standin: RunningStandin, router: AgentFieldRouter
+    standin: RunningStandin, connector: AgentFieldConnector
 ) -> None:
     await register(standin, "1.9.0", "2.0.0", "2.1.0")
-    applied = await router.apply_weights(
+    applied = await connector.apply_weights(
         NODE, stable="2.0.0", canary="2.1.0", canary_percent=5, others=[]
     )
     assert [(w.version, w.role, w.raw) for w in applied] == [
@@ -178,7 +178,7 @@ async def test_apply_weights_writes_shares_and_reads_back(
         ("1.9.0", "other", 1),  # registered but not named: held at the minimum share
     ]
     assert applied[1].percent == pytest.approx(500 / 10001 * 100, abs=0.01)
-    assert {v.version: v.weight for v in await router.list_versions(NODE)} == {
+    assert {v.version: v.weight for v in await connector.list_versions(NODE)} == {
         "1.9.0": 1,
         "2.0.0": 9500,
         "2.1.0": 500,
@@ -186,23 +186,23 @@ async def test_apply_weights_writes_shares_and_reads_back(
 
 
 async def test_a_pass_listing_in_hand_costs_one_read_when_nothing_changed(
-    standin: RunningStandin, router: AgentFieldRouter
+    standin: RunningStandin, connector: AgentFieldConnector
 ) -> None:
     """With the versions the pass already listed, an unchanged split is neither written nor
     read again; a changed one (a reset by re-registration) is written and read back afresh."""
     await register(standin, "2.0.0", "2.1.0")
-    await router.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=20)
-    listed = await router.list_versions(NODE)
+    await connector.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=20)
+    listed = await connector.list_versions(NODE)
     before = standin.state.connector_served_total
-    applied = await router.apply_weights(
+    applied = await connector.apply_weights(
         NODE, stable="2.0.0", canary="2.1.0", canary_percent=20, current=listed
     )
     assert standin.state.connector_served_total == before
     assert {w.version: w.raw for w in applied} == {"2.0.0": 8000, "2.1.0": 2000}
     await register(standin, "2.0.0")  # the stable restarted: AgentField resets it to 100
-    listed = await router.list_versions(NODE)
+    listed = await connector.list_versions(NODE)
     before = standin.state.connector_served_total
-    applied = await router.apply_weights(
+    applied = await connector.apply_weights(
         NODE, stable="2.0.0", canary="2.1.0", canary_percent=20, current=listed
     )
     assert {w.version: w.raw for w in applied} == {"2.0.0": 8000, "2.1.0": 2000}
@@ -211,39 +211,39 @@ async def test_a_pass_listing_in_hand_costs_one_read_when_nothing_changed(
 
 
 async def test_reregistration_reset_is_reasserted(
-    standin: RunningStandin, router: AgentFieldRouter
+    standin: RunningStandin, connector: AgentFieldConnector
 ) -> None:
     """Re-registration resets a version to 100; the next apply writes every share again."""
     await register(standin, "2.0.0", "2.1.0")
-    await router.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=20)
+    await connector.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=20)
     await register(standin, "2.1.0")  # the challenger restarted
-    reset = {v.version: v.weight for v in await router.list_versions(NODE)}
+    reset = {v.version: v.weight for v in await connector.list_versions(NODE)}
     assert reset["2.1.0"] == 100
-    applied = await router.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=20)
+    applied = await connector.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=20)
     assert {w.version: w.raw for w in applied} == {"2.0.0": 8000, "2.1.0": 2000}
     # Same request twice: still written twice (nothing is cached as "already applied").
     puts_before = standin.state.count("PUT", "/weight$")
-    await router.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=20)
+    await connector.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=20)
     assert standin.state.count("PUT", "/weight$") == puts_before + 2
 
 
 async def test_stepping_down_lowers_the_canary_first(
-    standin: RunningStandin, router: AgentFieldRouter
+    standin: RunningStandin, connector: AgentFieldConnector
 ) -> None:
     await register(standin, "2.0.0", "2.1.0")
-    await router.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=40)
+    await connector.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=40)
     standin.state.requests.clear()
-    await router.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=10)
+    await connector.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=10)
     puts = [path for method, path, _ in standin.state.requests if method == "PUT"]
     assert puts[0].endswith("/2.1.0/weight")
     assert puts[1].endswith("/2.0.0/weight")
 
 
 async def test_no_canary_gives_stable_everything(
-    standin: RunningStandin, router: AgentFieldRouter
+    standin: RunningStandin, connector: AgentFieldConnector
 ) -> None:
     await register(standin, "2.0.0", "2.1.0")
-    applied = await router.apply_weights(NODE, stable="2.0.0", canary=None, canary_percent=0)
+    applied = await connector.apply_weights(NODE, stable="2.0.0", canary=None, canary_percent=0)
     assert {w.version: (w.raw, w.role) for w in applied} == {
         "2.0.0": (10000, "stable"),
         "2.1.0": (1, "other"),
@@ -251,73 +251,74 @@ async def test_no_canary_gives_stable_everything(
 
 
 async def test_zero_percent_is_refused_before_any_request(
-    standin: RunningStandin, router: AgentFieldRouter
+    standin: RunningStandin, connector: AgentFieldConnector
 ) -> None:
     await register(standin, "2.0.0", "2.1.0")
     standin.state.requests.clear()
     with pytest.raises(ValueError):
-        await router.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=0)
+        await connector.apply_weights(NODE, stable="2.0.0", canary="2.1.0", canary_percent=0)
     assert not standin.state.requests
 
 
 async def test_unknown_version_is_not_retried(
-    standin: RunningStandin, router: AgentFieldRouter
+    standin: RunningStandin, connector: AgentFieldConnector
 ) -> None:
     """The stand-in answers 500 for an unknown version, like the control plane: that is
     UnknownVersion at once, not a retried 5xx."""
     await register(standin, "2.0.0")
     with pytest.raises(UnknownVersion, match=r"9\.9\.9"):
-        await router.set_weight(NODE, "9.9.9", 100)
+        await connector.set_weight(NODE, "9.9.9", 100)
     assert standin.state.count("PUT", "/9.9.9/weight$") == 1
     with pytest.raises(UnknownVersion, match="canary"):
-        await router.apply_weights(NODE, stable="2.0.0", canary="9.9.9", canary_percent=5)
+        await connector.apply_weights(NODE, stable="2.0.0", canary="9.9.9", canary_percent=5)
     with pytest.raises(UnknownVersion, match="stable"):
-        await router.apply_weights(NODE, stable="3.0.0", canary="2.0.0", canary_percent=5)
+        await connector.apply_weights(NODE, stable="3.0.0", canary="2.0.0", canary_percent=5)
 
 
 async def test_403_is_forbidden_without_retries(
     standin: RunningStandin, shared: httpx.AsyncClient
 ) -> None:
-    async with AgentFieldRouter(standin.url, "wrong-token", client=shared, retry=FAST) as router:
+    async with AgentFieldConnector(standin.url, "wrong-token", client=shared, retry=FAST) as wrong:
         with pytest.raises(RouterForbidden, match="403"):
-            await router.list_versions(NODE)
+            await wrong.list_versions(NODE)
     assert standin.state.count("GET", "/versions$") == 1
 
 
 async def test_disabled_capability_is_forbidden(shared: httpx.AsyncClient) -> None:
     running = await start_standin(connector_token=TOKEN, capabilities={})
     try:
-        async with AgentFieldRouter(running.url, TOKEN, client=shared, retry=FAST) as router:
+        async with AgentFieldConnector(running.url, TOKEN, client=shared, retry=FAST) as connector:
             with pytest.raises(RouterForbidden, match="capability_disabled"):
-                await router.list_versions(NODE)
-            assert (await router.manifest())["capabilities"] == {}
+                await connector.list_versions(NODE)
+            assert (await connector.manifest())["capabilities"] == {}
     finally:
         await running.close()
 
 
 async def test_5xx_is_retried_then_succeeds(
-    standin: RunningStandin, router: AgentFieldRouter
+    standin: RunningStandin, connector: AgentFieldConnector
 ) -> None:
     await register(standin, "2.0.0")
     standin.state.fail_next("GET", "/versions$", status=503, times=2)
-    assert [v.version for v in await router.list_versions(NODE)] == ["2.0.0"]
+    assert [v.version for v in await connector.list_versions(NODE)] == ["2.0.0"]
     assert standin.state.count("GET", "/versions$") == 3
 
 
 async def test_persistent_5xx_is_unavailable_after_bounded_retries(
-    standin: RunningStandin, router: AgentFieldRouter
+    standin: RunningStandin, connector: AgentFieldConnector
 ) -> None:
     standin.state.fail_next("GET", "/versions$", status=502, times=10)
     with pytest.raises(RouterUnavailable, match="after 3 attempts"):
-        await router.list_versions(NODE)
+        await connector.list_versions(NODE)
     assert standin.state.count("GET", "/versions$") == 3
 
 
 async def test_unreachable_is_unavailable() -> None:
-    # This router builds (and closes) its own client.
-    async with AgentFieldRouter(f"http://127.0.0.1:{free_port()}", TOKEN, retry=FAST) as router:
+    # This connector builds (and closes) its own client.
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    async with AgentFieldConnector(unreachable, TOKEN, retry=FAST) as connector:
         with pytest.raises(RouterUnavailable, match="ConnectError"):
-            await router.list_versions(NODE)
+            await connector.list_versions(NODE)
 
 
 async def test_every_call_is_bounded_by_the_timeout(shared: httpx.AsyncClient) -> None:
@@ -335,7 +336,7 @@ async def test_every_call_is_bounded_by_the_timeout(shared: httpx.AsyncClient) -
     host, port = runner.addresses[0][:2]
     try:
         policy = RetryPolicy(attempts=2, backoff=(0.0,))
-        async with AgentFieldRouter(
+        async with AgentFieldConnector(
             f"http://{host}:{port}", TOKEN, timeout=0.2, client=shared, retry=policy
         ) as r:
             with pytest.raises(RouterUnavailable, match="ReadTimeout"):
@@ -348,12 +349,12 @@ async def test_every_call_is_bounded_by_the_timeout(shared: httpx.AsyncClient) -
 async def test_connector_disabled_is_a_clear_error(shared: httpx.AsyncClient) -> None:
     running = await start_standin(connector_token=None)
     try:
-        async with AgentFieldRouter(running.url, TOKEN, client=shared, retry=FAST) as router:
+        async with AgentFieldConnector(running.url, TOKEN, client=shared, retry=FAST) as connector:
             with pytest.raises(ConnectorDisabled, match="connector is not enabled"):
-                await router.manifest()
+                await connector.manifest()
             # Not "nothing registered": the 404 body says endpoint_not_found, not agent not found.
             with pytest.raises(ConnectorDisabled):
-                await router.list_versions("classifier")
+                await connector.list_versions("classifier")
     finally:
         await running.close()
 
@@ -361,8 +362,8 @@ async def test_connector_disabled_is_a_clear_error(shared: httpx.AsyncClient) ->
 async def test_an_unregistered_node_is_no_versions_not_a_disabled_connector(
     standin: RunningStandin, shared: httpx.AsyncClient
 ) -> None:
-    async with AgentFieldRouter(standin.url, TOKEN, client=shared, retry=FAST) as router:
-        assert await router.list_versions("nobody-registered-this") == []
+    async with AgentFieldConnector(standin.url, TOKEN, client=shared, retry=FAST) as connector:
+        assert await connector.list_versions("nobody-registered-this") == []
 
 
 async def test_the_token_never_leaks(
@@ -374,25 +375,25 @@ async def test_the_token_never_leaks(
     await register(standin, "2.0.0")
     errors: list[BaseException] = []
 
-    async with AgentFieldRouter(standin.url, TOKEN, client=shared, retry=FAST) as router:
-        assert TOKEN not in repr(router)
-        await router.apply_weights(NODE, stable="2.0.0", canary=None, canary_percent=0)
+    async with AgentFieldConnector(standin.url, TOKEN, client=shared, retry=FAST) as connector:
+        assert TOKEN not in repr(connector)
+        await connector.apply_weights(NODE, stable="2.0.0", canary=None, canary_percent=0)
         standin.state.fail_next("*", "/versions$", status=500, times=3, body={"error": TOKEN})
         with pytest.raises(RouterUnavailable) as unavailable:
-            await router.list_versions(NODE)
+            await connector.list_versions(NODE)
         errors.append(unavailable.value)
         with pytest.raises(UnknownVersion) as unknown:
-            await router.set_weight(NODE, "9.9.9", 5)
+            await connector.set_weight(NODE, "9.9.9", 5)
         errors.append(unknown.value)
         standin.state.fail_next("*", "/manifest$", status=404, body={"error": f"no {TOKEN}"})
         with pytest.raises(RouterError) as not_found:
-            await router.manifest()
+            await connector.manifest()
         errors.append(not_found.value)
         standin.state.fail_next("*", "/manifest$", status=403, body={"message": TOKEN})
         with pytest.raises(RouterForbidden) as forbidden:
-            await router.manifest()
+            await connector.manifest()
         errors.append(forbidden.value)
-    async with AgentFieldRouter(
+    async with AgentFieldConnector(
         f"http://127.0.0.1:{free_port()}", TOKEN, client=shared, retry=FAST
     ) as down:
         with pytest.raises(RouterUnavailable) as unreachable:

@@ -16,7 +16,7 @@ from aiohttp import web
 from devenv.agentfield_standin import RunningStandin, start_standin
 from promptloop.api import VersionWeight
 from promptloop.k8s.client import ROUTER_FIELD_MANAGER
-from promptloop.routers.agentfield import AgentFieldRouter, AgentFieldTraffic, RetryPolicy
+from promptloop.routers.agentfield import AgentFieldConnector, AgentFieldTraffic, RetryPolicy
 from promptloop.routers.base import Split, TrafficRouter, weights_drifted
 from promptloop.routers.gatewayapi import GatewayApiRouter, route_weights, set_weights
 
@@ -144,8 +144,8 @@ async def test_readiness_tells_not_registered_probe_failed_and_ready(
         async with httpx.AsyncClient() as client:
 
             def traffic() -> AgentFieldTraffic:
-                router = AgentFieldRouter(standin.url, TOKEN, client=client, retry=FAST)
-                return AgentFieldTraffic(router, "classifier", client=client, probe_timeout=1.0)
+                connector = AgentFieldConnector(standin.url, TOKEN, client=client, retry=FAST)
+                return AgentFieldTraffic(connector, "classifier", client=client, probe_timeout=1.0)
 
             ready = await traffic().version_ready("2.0.0")
             assert (ready.ready, ready.reason) == (True, "Ready")
@@ -166,8 +166,8 @@ async def test_readiness_tells_a_disabled_connector_from_an_unregistered_version
     running = await start_standin(connector_token=None)
     try:
         async with httpx.AsyncClient() as client:
-            router = AgentFieldRouter(running.url, TOKEN, client=client, retry=FAST)
-            traffic = AgentFieldTraffic(router, "classifier", client=client)
+            connector = AgentFieldConnector(running.url, TOKEN, client=client, retry=FAST)
+            traffic = AgentFieldTraffic(connector, "classifier", client=client)
             answer = await traffic.version_ready("2.0.0")
             assert (answer.ready, answer.reason) == (False, "ConnectorDisabled")
             assert "endpoint_not_found" in answer.message
@@ -181,8 +181,8 @@ async def test_a_zero_percent_canary_is_held_at_the_minimum_share_not_written_as
     await _register(standin.url, "2.0.0", "http://127.0.0.1:9")
     await _register(standin.url, "2.1.0", "http://127.0.0.1:9")
     async with httpx.AsyncClient() as client:
-        router = AgentFieldRouter(standin.url, TOKEN, client=client, retry=FAST)
-        traffic = AgentFieldTraffic(router, "classifier", client=client)
+        connector = AgentFieldConnector(standin.url, TOKEN, client=client, retry=FAST)
+        traffic = AgentFieldTraffic(connector, "classifier", client=client)
         weights = await traffic.apply(Split(stable="2.0.0", canary="2.1.0", canary_percent=0))
         raw = {w.version: w.raw for w in weights}
         assert raw == {"2.0.0": 10000, "2.1.0": 1}

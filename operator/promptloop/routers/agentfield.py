@@ -46,7 +46,7 @@ from promptloop.routers.base import (
     readback,
 )
 
-__all__ = ["AgentFieldRouter", "AgentFieldTraffic", "RetryPolicy", "parse_go_time"]
+__all__ = ["AgentFieldConnector", "AgentFieldTraffic", "RetryPolicy", "parse_go_time"]
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def _error_text(response: httpx.Response) -> str:
     return response.text[:200]
 
 
-class AgentFieldRouter:
+class AgentFieldConnector:
     """Steps traffic weights through AgentField's connector API.
 
     Parameters
@@ -157,9 +157,9 @@ class AgentFieldRouter:
         self._retry = retry or RetryPolicy()
 
     def __repr__(self) -> str:
-        return f"AgentFieldRouter(url={self.url!r})"
+        return f"AgentFieldConnector(url={self.url!r})"
 
-    async def __aenter__(self) -> AgentFieldRouter:
+    async def __aenter__(self) -> AgentFieldConnector:
         return self
 
     async def __aexit__(
@@ -171,7 +171,7 @@ class AgentFieldRouter:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this router created it."""
+        """Close the HTTP client if this connector created it."""
         if self._owns_client:
             await self._client.aclose()
 
@@ -473,7 +473,7 @@ class AgentFieldRouter:
 
 
 class AgentFieldTraffic:
-    """:class:`AgentFieldRouter` bound to one node: AgentField as a ``TrafficRouter``.
+    """:class:`AgentFieldConnector` bound to one node: AgentField as a ``TrafficRouter``.
 
     AgentField cannot drain by weight (0 counts as 100) and its execute route sends every call
     to the smallest version string, so ``drains_by_weight`` is False and
@@ -494,29 +494,29 @@ class AgentFieldTraffic:
 
     def __init__(
         self,
-        router: AgentFieldRouter,
+        connector: AgentFieldConnector,
         node_id: str,
         *,
         client: httpx.AsyncClient,
         probe_timeout: float = 2.0,
     ) -> None:
-        self.router = router
+        self.connector = connector
         self.node_id = node_id
         self._client = client
         self._probe_timeout = probe_timeout
         self._versions: list[VersionInfo] | None = None
 
     def __repr__(self) -> str:
-        return f"AgentFieldTraffic({self.router.url!r}, node={self.node_id!r})"
+        return f"AgentFieldTraffic({self.connector.url!r}, node={self.node_id!r})"
 
     async def aclose(self) -> None:
-        """Close the underlying router's client if it owns one."""
-        await self.router.aclose()
+        """Close the connector's client if it owns one."""
+        await self.connector.aclose()
 
     async def listed(self) -> list[VersionInfo]:
         """The node's versions, listed once and remembered for this object's life (one pass)."""
         if self._versions is None:
-            self._versions = await self.router.list_versions(self.node_id)
+            self._versions = await self.connector.list_versions(self.node_id)
         return self._versions
 
     async def known_versions(self) -> list[str]:
@@ -532,7 +532,7 @@ class AgentFieldTraffic:
             others = (*others, split.canary)
         # This pass's listing (the gatherer's) spares a second GET when nothing needs writing.
         current, self._versions = self._versions, None
-        return await self.router.apply_weights(
+        return await self.connector.apply_weights(
             self.node_id,
             stable=split.stable,
             canary=canary,
