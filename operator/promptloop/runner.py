@@ -43,6 +43,7 @@ async def _main(args: argparse.Namespace) -> int:
     import kopf
 
     from promptloop.handlers.startup import OPTIONS
+    from promptloop.heap import trim_forever
     from promptloop.k8s.cache import Caches
     from promptloop.k8s.client import connect
     from promptloop.k8s.lease import ElectionConfig, LeaderElector, LeadershipLost
@@ -54,6 +55,8 @@ async def _main(args: argparse.Namespace) -> int:
     caches = Caches(cache_kube.api_client, namespaces)
     caches.start()
     OPTIONS.caches = caches
+    # Bursts (the start-up listing, a relist) leave freed memory resident: see promptloop.heap.
+    trimming = asyncio.create_task(trim_forever(), name="heap-trim")
 
     def operator(liveness_endpoint: str | None) -> Any:
         return kopf.operator(
@@ -102,6 +105,7 @@ async def _main(args: argparse.Namespace) -> int:
                 await health.cleanup()
         return 0
     finally:
+        trimming.cancel()
         await caches.stop()
         await cache_kube.close()
 
