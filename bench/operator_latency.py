@@ -216,6 +216,35 @@ def latency_bench(kube: KubeCluster, work: Path, count: int) -> dict[str, Any]:
         kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
+def _switch_to_10s_interval(custom: Any, namespace: str, prefix: str, count: int) -> None:
+    """Set rollouts ``<prefix>0..count-1`` to a 10 s interval and wait until each is reconciled."""
+    for index in range(count):
+        custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "agentrollouts",
+            f"{prefix}{index}",
+            {"spec": {"canary": {"interval": "10s"}}},
+        )
+    for index in range(count):
+        wait_for(
+            lambda i=index: (
+                lambda r: (
+                    r.get("status", {}).get("observedGeneration")  # type: ignore[misc]
+                    == r["metadata"]["generation"]
+                )
+            )(
+                custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "agentrollouts", f"{prefix}{i}"
+                )
+            ),
+            timeout=60,
+            what=f"{prefix}{index} reconciled at the new interval",
+            interval=0.1,
+        )
+
+
 def gateway_latency_bench(kube: KubeCluster, work: Path, count: int) -> list[float]:
     """Approval -> the ceiling weight in the HTTPRoute, over ``count`` gatewayAPI rollouts.
 
@@ -566,32 +595,3 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _switch_to_10s_interval(custom: Any, namespace: str, prefix: str, count: int) -> None:
-    """Set rollouts ``<prefix>0..count-1`` to a 10 s interval and wait until each is reconciled."""
-    for index in range(count):
-        custom.patch_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            namespace,
-            "agentrollouts",
-            f"{prefix}{index}",
-            {"spec": {"canary": {"interval": "10s"}}},
-        )
-    for index in range(count):
-        wait_for(
-            lambda i=index: (
-                lambda r: (
-                    r.get("status", {}).get("observedGeneration")  # type: ignore[misc]
-                    == r["metadata"]["generation"]
-                )
-            )(
-                custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, "agentrollouts", f"{prefix}{i}"
-                )
-            ),
-            timeout=60,
-            what=f"{prefix}{index} reconciled at the new interval",
-            interval=0.1,
-        )

@@ -280,6 +280,16 @@ def release_and_delete(kube: KubeCluster, custom: Any, namespace: str) -> None:
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(strip, jobs))
     kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    # The namespace controller and garbage collector deleting hundreds of objects load the same
+    # two cores: the next size must not be measured while they do.
+    started = time.monotonic()
+    wait_for(
+        lambda: not kube.kubectl("get", "namespace", namespace, check=False).stdout.strip(),
+        timeout=600,
+        what=f"namespace {namespace} to be deleted",
+        interval=2,
+    )
+    print(f"  namespace {namespace} deleted in {time.monotonic() - started:.0f}s", flush=True)
 
 
 def load() -> str:
