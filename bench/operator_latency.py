@@ -18,6 +18,7 @@ beside them. Writes ``bench/results/operator.json``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -227,20 +228,20 @@ def _switch_to_10s_interval(custom: Any, namespace: str, prefix: str, count: int
             f"{prefix}{index}",
             {"spec": {"canary": {"interval": "10s"}}},
         )
+
+    def reconciled(name: str) -> bool:
+        rollout = custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "agentrollouts", name
+        )
+        observed = rollout.get("status", {}).get("observedGeneration")
+        return bool(observed == rollout["metadata"]["generation"])
+
     for index in range(count):
+        name = f"{prefix}{index}"
         wait_for(
-            lambda i=index: (
-                lambda r: (
-                    r.get("status", {}).get("observedGeneration")  # type: ignore[misc]
-                    == r["metadata"]["generation"]
-                )
-            )(
-                custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, "agentrollouts", f"{prefix}{i}"
-                )
-            ),
+            functools.partial(reconciled, name),
             timeout=60,
-            what=f"{prefix}{index} reconciled at the new interval",
+            what=f"{name} reconciled at the new interval",
             interval=0.1,
         )
 
