@@ -25,7 +25,7 @@ from promptloop.k8s.cache import (
     _Gone,
     newer_or_same,
 )
-from promptloop.k8s.cached import CachedKube
+from promptloop.k8s.cached import CachedKube, json_copy
 from promptloop.k8s.client import Conflict, Kube, NotFound
 from promptloop.k8s.lease import ElectionConfig, LeaderElector, LeadershipLost
 
@@ -225,6 +225,31 @@ async def test_cached_reads_make_no_request_and_copy(monkeypatch: pytest.MonkeyP
         await kube.get_rollout("ns", "missing")
     with pytest.raises(NotFound):
         await kube.get_deployment("ns", "missing")
+
+
+def test_json_copy_is_deep_and_equal_and_falls_back_for_other_types() -> None:
+    class Opaque:
+        def __init__(self) -> None:
+            self.items = [1]
+
+    original: dict[str, Any] = {
+        "metadata": {"labels": {"a": "b"}, "generation": 3, "deletionTimestamp": None},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}], "weight": 0.5},
+        "flags": [True, False],
+        "opaque": Opaque(),
+    }
+    copied = json_copy(original)
+    assert {k: v for k, v in copied.items() if k != "opaque"} == {
+        k: v for k, v in original.items() if k != "opaque"
+    }
+    copied["metadata"]["labels"]["a"] = "changed"
+    copied["status"]["conditions"][0]["status"] = "False"
+    copied["flags"].append(None)
+    copied["opaque"].items.append(2)
+    assert original["metadata"]["labels"] == {"a": "b"}
+    assert original["status"]["conditions"][0]["status"] == "True"
+    assert original["flags"] == [True, False]
+    assert original["opaque"].items == [1]  # not JSON: deep-copied the slow way, still a copy
 
 
 async def test_writes_go_through_and_unchanged_writes_are_not_sent(
