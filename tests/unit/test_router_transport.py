@@ -142,6 +142,26 @@ async def test_the_proxy_from_the_environment_is_used(
     assert recorder.seen[0][0] == "http://agentfield.invalid/api/v1/nodes"
 
 
+async def test_no_proxy_hosts_are_reached_directly(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = Recorder()
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+        async with connector_client() as client:
+            direct = await client.get(f"{recorder.url}/direct")
+            proxied = await client.get("http://agentfield.invalid/proxied")
+        assert direct.json() == {"path": "/direct"}
+        assert [path for path, _ in recorder.seen] == ["/direct"]
+        assert proxied.status_code == 200
+        assert [path for path, _ in proxy.seen] == ["http://agentfield.invalid/proxied"]
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
 async def test_the_connector_lists_versions_through_it(recorder: Recorder) -> None:
     # Through the connector's own request path: token header out, JSON body parsed back.
     # Shape as AgentField's versions route answers it (see test_router_agentfield.py).
