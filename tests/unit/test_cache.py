@@ -28,6 +28,7 @@ from promptloop.k8s.cache import (
 from promptloop.k8s.cached import CachedKube, json_copy
 from promptloop.k8s.client import Conflict, Kube, NotFound
 from promptloop.k8s.lease import ElectionConfig, LeaderElector, LeadershipLost
+from promptloop.rollout.canary_request import canary_approver
 
 
 def obj(name: str, rv: str | None, namespace: str = "ns", **extra: Any) -> dict[str, Any]:
@@ -91,18 +92,49 @@ def test_watch_error_410_means_relist_and_others_fail() -> None:
     assert informer._event({"type": "BOOKMARK", "object": obj("", "77")}, "1") == "77"
 
 
-def test_bodies_lose_managed_fields_but_proposals_and_rollouts_keep_them() -> None:
+def test_bodies_lose_managed_fields_but_proposals_and_rollouts_keep_who_approved() -> None:
     managed = {"managedFields": [{"manager": "kubectl-patch"}]}
     for kind in (DEPLOYMENTS, CONFIG_MAPS):
         stored = kind.transform({"metadata": {"name": "x", **managed}})
         assert "managedFields" not in stored["metadata"]
     # Who approved is read from a proposal's managedFields (spec.approved) or a rollout's
-    # (the approve annotation Argo CD's action sets).
-    for kind in (PROPOSALS, ROLLOUTS):
-        assert kind.transform({"metadata": {"name": "x", **managed}})["metadata"] == {
-            "name": "x",
-            **managed,
+    # (the approve annotation Argo CD's action sets); every other entry and field is dropped.
+    status_writer = {
+        "manager": "promptloop",
+        "operation": "Update",
+        "subresource": "status",
+        "time": "2026-12-03T10:00:00Z",
+        "fieldsV1": {"f:status": {"f:phase": {}, "f:conditions": {".": {}}}},
+    }
+    annotator = {
+        "manager": "argocd-server",
+        "operation": "Update",
+        "time": "2026-12-03T10:01:00Z",
+        "fieldsV1": {
+            "f:metadata": {
+                "f:annotations": {"f:promptloop.dev/approve-canary": {}, "f:other": {}},
+                "f:labels": {"f:a": {}},
+            },
+            "f:spec": {"f:approved": {}},
+        },
+    }
+    body = {"metadata": {"name": "x", "managedFields": [status_writer, annotator]}}
+    rollout = ROLLOUTS.transform(body)["metadata"]["managedFields"]
+    assert rollout == [
+        {
+            "manager": "argocd-server",
+            "operation": "Update",
+            "time": "2026-12-03T10:01:00Z",
+            "fieldsV1": {"f:metadata": {"f:annotations": {"f:promptloop.dev/approve-canary": {}}}},
         }
+    ]
+    proposal = PROPOSALS.transform(body)["metadata"]["managedFields"]
+    assert [e["fieldsV1"] for e in proposal] == [{"f:spec": {"f:approved": {}}}]
+    # What the approvers read still answers the same from the trimmed bodies.
+    assert canary_approver({}, rollout) == "argocd-server"
+    assert canary_approver({}, [status_writer]) is None
+    # The body given is not changed: a write-through caller gets back what the server said.
+    assert body["metadata"]["managedFields"] == [status_writer, annotator]
 
 
 def test_secrets_keep_only_their_data_and_never_show_it() -> None:
