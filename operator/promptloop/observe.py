@@ -66,12 +66,16 @@ class Gatherer:
         kube: Kube,
         http: httpx.AsyncClient,
         *,
+        router_http: httpx.AsyncClient | None = None,
         clock: Callable[[], datetime],
         router_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0),
         clients: ClientPool | None = None,
     ) -> None:
         self.kube = kube
         self.http = http
+        # AgentField's own client (routers/transport.py), when the operator gives it one:
+        # the connector and the AgentField memory provider talk only to AgentField.
+        self.router_http = router_http or http
         self.clock = clock
         self.router_retry_delays = router_retry_delays
         # Metrics backends with their own CA bundle get their own client (metrics.endpoint).
@@ -287,11 +291,11 @@ class Gatherer:
             AgentFieldConnector(
                 agentfield.url,
                 token,
-                client=self.http,
+                client=self.router_http,
                 retry=RetryPolicy(attempts=len(delays) + 1, backoff=delays),
             ),
             rollout.spec.agent.node_id,
-            client=self.http,
+            client=self.router_http,
         )
 
     async def versions(
@@ -352,7 +356,8 @@ class Gatherer:
             spec,
             node_id=rollout.spec.agent.node_id,
             router_url=rollout.spec.router.agentfield.url if rollout.spec.router.agentfield else "",
-            client=endpoint.client if endpoint else self.http,
+            # No endpoint: the AgentField memory provider, which talks to AgentField.
+            client=endpoint.client if endpoint else self.router_http,
             api_key=api_key,
             timeout=endpoint.timeout if endpoint else 5.0,
             headers=endpoint.headers if endpoint else None,

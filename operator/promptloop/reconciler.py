@@ -80,6 +80,7 @@ class Reconciler:
         kube: Kube,
         http: httpx.AsyncClient,
         *,
+        router_http: httpx.AsyncClient | None = None,
         metrics: OperatorMetrics | None = None,
         clock: Callable[[], datetime] = _now,
         router_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0),
@@ -95,7 +96,12 @@ class Reconciler:
         # Clients for metrics backends with their own CA bundle (closed at shutdown).
         self.clients = ClientPool(http)
         self.gatherer = gatherer or Gatherer(
-            kube, http, clock=clock, router_retry_delays=router_retry_delays, clients=self.clients
+            kube,
+            http,
+            router_http=router_http,
+            clock=clock,
+            router_retry_delays=router_retry_delays,
+            clients=self.clients,
         )
         self.notifier = notifier
         # Off unless PROMPTLOOP_CRASH_AFTER arms it (the chaos suite's exact kill points).

@@ -25,9 +25,10 @@ from promptloop.k8s.cache import (
     _Gone,
     newer_or_same,
 )
-from promptloop.k8s.cached import CachedKube
+from promptloop.k8s.cached import CachedKube, json_copy
 from promptloop.k8s.client import Conflict, Kube, NotFound
 from promptloop.k8s.lease import ElectionConfig, LeaderElector, LeadershipLost
+from promptloop.rollout.canary_request import canary_approver
 
 
 def obj(name: str, rv: str | None, namespace: str = "ns", **extra: Any) -> dict[str, Any]:
@@ -91,18 +92,49 @@ def test_watch_error_410_means_relist_and_others_fail() -> None:
     assert informer._event({"type": "BOOKMARK", "object": obj("", "77")}, "1") == "77"
 
 
-def test_bodies_lose_managed_fields_but_proposals_and_rollouts_keep_them() -> None:
+def test_bodies_lose_managed_fields_but_proposals_and_rollouts_keep_who_approved() -> None:
     managed = {"managedFields": [{"manager": "kubectl-patch"}]}
     for kind in (DEPLOYMENTS, CONFIG_MAPS):
         stored = kind.transform({"metadata": {"name": "x", **managed}})
         assert "managedFields" not in stored["metadata"]
     # Who approved is read from a proposal's managedFields (spec.approved) or a rollout's
-    # (the approve annotation Argo CD's action sets).
-    for kind in (PROPOSALS, ROLLOUTS):
-        assert kind.transform({"metadata": {"name": "x", **managed}})["metadata"] == {
-            "name": "x",
-            **managed,
+    # (the approve annotation Argo CD's action sets); every other entry and field is dropped.
+    status_writer = {
+        "manager": "promptloop",
+        "operation": "Update",
+        "subresource": "status",
+        "time": "2026-12-03T10:00:00Z",
+        "fieldsV1": {"f:status": {"f:phase": {}, "f:conditions": {".": {}}}},
+    }
+    annotator = {
+        "manager": "argocd-server",
+        "operation": "Update",
+        "time": "2026-12-03T10:01:00Z",
+        "fieldsV1": {
+            "f:metadata": {
+                "f:annotations": {"f:promptloop.dev/approve-canary": {}, "f:other": {}},
+                "f:labels": {"f:a": {}},
+            },
+            "f:spec": {"f:approved": {}},
+        },
+    }
+    body = {"metadata": {"name": "x", "managedFields": [status_writer, annotator]}}
+    rollout = ROLLOUTS.transform(body)["metadata"]["managedFields"]
+    assert rollout == [
+        {
+            "manager": "argocd-server",
+            "operation": "Update",
+            "time": "2026-12-03T10:01:00Z",
+            "fieldsV1": {"f:metadata": {"f:annotations": {"f:promptloop.dev/approve-canary": {}}}},
         }
+    ]
+    proposal = PROPOSALS.transform(body)["metadata"]["managedFields"]
+    assert [e["fieldsV1"] for e in proposal] == [{"f:spec": {"f:approved": {}}}]
+    # What the approvers read still answers the same from the trimmed bodies.
+    assert canary_approver({}, rollout) == "argocd-server"
+    assert canary_approver({}, [status_writer]) is None
+    # The body given is not changed: a write-through caller gets back what the server said.
+    assert body["metadata"]["managedFields"] == [status_writer, annotator]
 
 
 def test_secrets_keep_only_their_data_and_never_show_it() -> None:
@@ -225,6 +257,31 @@ async def test_cached_reads_make_no_request_and_copy(monkeypatch: pytest.MonkeyP
         await kube.get_rollout("ns", "missing")
     with pytest.raises(NotFound):
         await kube.get_deployment("ns", "missing")
+
+
+def test_json_copy_is_deep_and_equal_and_falls_back_for_other_types() -> None:
+    class Opaque:
+        def __init__(self) -> None:
+            self.items = [1]
+
+    original: dict[str, Any] = {
+        "metadata": {"labels": {"a": "b"}, "generation": 3, "deletionTimestamp": None},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}], "weight": 0.5},
+        "flags": [True, False],
+        "opaque": Opaque(),
+    }
+    copied = json_copy(original)
+    assert {k: v for k, v in copied.items() if k != "opaque"} == {
+        k: v for k, v in original.items() if k != "opaque"
+    }
+    copied["metadata"]["labels"]["a"] = "changed"
+    copied["status"]["conditions"][0]["status"] = "False"
+    copied["flags"].append(None)
+    copied["opaque"].items.append(2)
+    assert original["metadata"]["labels"] == {"a": "b"}
+    assert original["status"]["conditions"][0]["status"] == "True"
+    assert original["flags"] == [True, False]
+    assert original["opaque"].items == [1]  # not JSON: deep-copied the slow way, still a copy
 
 
 async def test_writes_go_through_and_unchanged_writes_are_not_sent(

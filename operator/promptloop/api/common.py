@@ -120,12 +120,21 @@ class SpecModel(ApiModel):
     def _drop_unknown_fields_read_from_the_cluster(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict) or (info.context or {}).get("unknown_fields") != "ignore":
             return data
-        known: set[str] = set()
-        for name, field in cls.model_fields.items():
-            known.add(name)
-            if field.alias:
-                known.add(field.alias)
+        known = _KNOWN_FIELDS.get(cls)
+        if known is None:
+            # Once per class: every pass validates every nested spec model of its rollout, and
+            # rebuilding these sets each time was ~6 % of the operator's loop at 1,000 rollouts.
+            known = frozenset(cls.model_fields) | frozenset(
+                field.alias for field in cls.model_fields.values() if field.alias
+            )
+            _KNOWN_FIELDS[cls] = known
+        if known.issuperset(data):
+            return data
         return {key: value for key, value in data.items() if key in known}
+
+
+# Field names and aliases per spec model class (see _drop_unknown_fields_read_from_the_cluster).
+_KNOWN_FIELDS: dict[type[SpecModel], frozenset[str]] = {}
 
 
 class ObjectMeta(BaseModel):

@@ -16,6 +16,7 @@ from promptloop.k8s.client import Kube, connect
 from promptloop.notify.dispatch import DEFAULT_BACKOFF, Notifier, OperatorSinks
 from promptloop.observability import OperatorMetrics
 from promptloop.reconciler import Reconciler
+from promptloop.routers.transport import connector_client
 
 __all__ = ["OPTIONS", "RuntimeOptions", "cleanup", "configure"]
 
@@ -62,16 +63,24 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         await OPTIONS.caches.wait_synced()
         kube = CachedKube(kube, OPTIONS.caches)
     # Enough kept-alive connections for the concurrent ticks and guard reads (the reconciler
-    # bounds both at 16): reconnecting per request would cost more than the request.
+    # bounds them at 32 and 16): reconnecting per request would cost more than the request.
+    # This client serves notifications and metrics backends; AgentField gets its own, over
+    # aiohttp, because it carries nearly all of the operator's requests (routers/transport.py).
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(5.0, connect=2.0),
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
     )
+    router_http = connector_client(max_connections=64)
     memo.kube = kube
     memo.http = http
+    memo.router_http = router_http
     memo.metrics = metrics
     reconciler = Reconciler(
-        kube, http, metrics=metrics, router_retry_delays=OPTIONS.router_retry_delays
+        kube,
+        http,
+        router_http=router_http,
+        metrics=metrics,
+        router_retry_delays=OPTIONS.router_retry_delays,
     )
     # Operator-wide sinks from the environment (the chart's `notifications` values); a bad
     # PROMPTLOOP_NOTIFY_EVENTS stops the start-up with its message.
@@ -92,4 +101,5 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await memo.reconciler.notifier.close()
     await memo.reconciler.clients.close()
     await memo.http.aclose()
+    await memo.router_http.aclose()
     await memo.kube.close()

@@ -40,6 +40,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from promptloop.constants import GROUP, VERSION
+from promptloop.rollout.canary_request import APPROVE_CANARY_ANNOTATION
 
 __all__ = [
     "CONFIG_MAPS",
@@ -81,10 +82,35 @@ def _without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
-def _as_is(obj: dict[str, Any]) -> dict[str, Any]:
-    # Proposals and rollouts keep managedFields: who set spec.approved (a proposal) or the
-    # approve annotation (a rollout, Argo CD's action) is read from them.
-    return obj
+def _managed_fields_for(*path: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Keep of managedFields only the entries that own ``path``, and of those only ``path``.
+
+    Who set a proposal's ``spec.approved``, or a rollout's approve annotation (Argo CD's
+    action), is read from managedFields (``rollout/advance.approver``,
+    ``rollout/canary_request.canary_approver``); nothing else is. Whole entries list every
+    status field the operator ever wrote: at 1,000 rollouts, copying them on each pass was the
+    largest single cost of a pass. The object itself is not changed (a write-through caller
+    gets back what the API server answered).
+    """
+
+    def trim(obj: dict[str, Any]) -> dict[str, Any]:
+        metadata = obj.get("metadata")
+        if not isinstance(metadata, dict) or "managedFields" not in metadata:
+            return obj
+        kept = []
+        for entry in metadata.get("managedFields") or []:
+            node = entry.get("fieldsV1") if isinstance(entry, dict) else None
+            for key in path:
+                node = node.get(key) if isinstance(node, dict) else None
+            if node is None:
+                continue
+            owned: Any = node
+            for key in reversed(path):
+                owned = {key: owned}
+            kept.append({**{k: v for k, v in entry.items() if k != "fieldsV1"}, "fieldsV1": owned})
+        return {**obj, "metadata": {**metadata, "managedFields": kept}}
+
+    return trim
 
 
 def _secret_data_only(obj: dict[str, Any]) -> dict[str, Any]:
@@ -99,8 +125,14 @@ def _secret_data_only(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-ROLLOUTS = Kind("agentrollouts", f"/apis/{GROUP}/{VERSION}", _as_is)
-PROPOSALS = Kind("promptproposals", f"/apis/{GROUP}/{VERSION}", _as_is)
+ROLLOUTS = Kind(
+    "agentrollouts",
+    f"/apis/{GROUP}/{VERSION}",
+    _managed_fields_for("f:metadata", "f:annotations", f"f:{APPROVE_CANARY_ANNOTATION}"),
+)
+PROPOSALS = Kind(
+    "promptproposals", f"/apis/{GROUP}/{VERSION}", _managed_fields_for("f:spec", "f:approved")
+)
 DEPLOYMENTS = Kind("deployments", "/apis/apps/v1", _without_managed_fields)
 CONFIG_MAPS = Kind("configmaps", "/api/v1", _without_managed_fields)
 SECRETS = Kind("secrets", "/api/v1", _secret_data_only)

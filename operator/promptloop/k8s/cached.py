@@ -12,13 +12,38 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from promptloop.constants import PROPOSAL_PLURAL, ROLLOUT_PLURAL
 from promptloop.k8s.cache import CONFIG_MAPS, DEPLOYMENTS, Caches
 from promptloop.k8s.client import Kube, KubeError, NotFound
 
-__all__ = ["CachedKube", "observe"]
+__all__ = ["CachedKube", "json_copy", "observe"]
+
+
+_Json = TypeVar("_Json")
+
+
+def json_copy(value: _Json) -> _Json:
+    """A deep copy of a JSON-shaped value (dicts, lists and immutable scalars).
+
+    What the caches hold came from the API server as JSON, so this is all a copy must handle;
+    it is several times faster than ``copy.deepcopy``, which keeps a memo for cycles and shared
+    references that JSON cannot have (at 1,000 rollouts the deep copies of cached bodies were
+    ~7 % of the event loop's time). Anything else falls back to ``copy.deepcopy``.
+    """
+    return cast(_Json, _copy(value))
+
+
+def _copy(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        return {key: _copy(item) for key, item in value.items()}
+    if kind is list:
+        return [_copy(item) for item in value]
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    return copy.deepcopy(value)
 
 
 def observe(kube: Kube, plural: str, body: Mapping[str, Any]) -> None:
@@ -26,7 +51,7 @@ def observe(kube: Kube, plural: str, body: Mapping[str, Any]) -> None:
     # Copied only when it is news: every tick offers kopf's body, and most of the time the cache
     # already holds that very revision.
     if isinstance(kube, CachedKube) and kube.caches.is_news(plural, body):
-        kube.caches.observe(plural, copy.deepcopy(dict(body)))
+        kube.caches.observe(plural, json_copy(dict(body)))
 
 
 class CachedKube(Kube):
@@ -45,11 +70,11 @@ class CachedKube(Kube):
         if found is None:
             raise NotFound(f"get agentrollout {namespace}/{name}: not found", status=404)
         # Callers may mutate what they get; the cache's copy stays as the API server sent it.
-        return copy.deepcopy(found)
+        return json_copy(found)
 
     async def list_rollouts(self, namespace: str | None = None) -> list[dict[str, Any]]:
         return [
-            copy.deepcopy(r)
+            json_copy(r)
             for r in self.caches.rollouts()
             if namespace is None or r["metadata"].get("namespace") == namespace
         ]
@@ -57,13 +82,13 @@ class CachedKube(Kube):
     async def list_proposals(
         self, namespace: str, rollout: str | None = None
     ) -> list[dict[str, Any]]:
-        return [copy.deepcopy(p) for p in self.caches.proposals(namespace, rollout)]
+        return [json_copy(p) for p in self.caches.proposals(namespace, rollout)]
 
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any]:
         found = self.caches.deployment(namespace, name)
         if found is None:
             raise NotFound(f"get deployment {namespace}/{name}: not found", status=404)
-        return copy.deepcopy(found)
+        return json_copy(found)
 
     async def get_config_map_value(self, namespace: str, name: str, key: str) -> str | None:
         found = self.caches.config_map(namespace, name)
@@ -100,9 +125,9 @@ class CachedKube(Kube):
             else self.caches.deployment(key[1], key[2])
         )
         if cached is not None and self._applied.get(key) == manifest:
-            return copy.deepcopy(cached)
+            return json_copy(cached)
         applied = await super().apply(manifest)
-        self._applied[key] = copy.deepcopy(manifest)
+        self._applied[key] = json_copy(manifest)
         if plural is not None:
             self.caches.observe(plural, applied)
         return applied
