@@ -84,6 +84,9 @@ class NotificationReceiver:
                 return 400, "not JSON"
             if path == "/webhook":
                 expected = "sha256=" + hmac.new(self.key.encode(), raw, hashlib.sha256).hexdigest()
+                # Looked up with the case the notifier sends, as a strict receiver would: the
+                # notifier's client must keep header names as written (aiohttp lower-cases them,
+                # which is why routers/transport.py serves AgentField only).
                 given = headers.get("X-Promptloop-Signature-256", "")
                 if not hmac.compare_digest(expected, given):
                     self.rejected.append((path, "bad signature"))

@@ -7,9 +7,9 @@ puts it under an ordinary ``httpx.AsyncClient``, so the connector's code, timeou
 do not change.
 
 Only the connector uses it. aiohttp sends header names in lower case (legal HTTP, but a user's
-webhook receiver or metrics backend may compare them case-sensitively) and reads proxies itself,
-so notifications and user metrics backends keep the plain httpx client. AgentField is Go, whose
-``net/http`` canonicalises header names.
+webhook receiver or metrics backend may compare them case-sensitively), so notifications and user
+metrics backends keep the plain httpx client. AgentField is Go, whose ``net/http`` canonicalises
+header names.
 """
 
 from __future__ import annotations
