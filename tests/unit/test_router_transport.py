@@ -7,6 +7,7 @@ Each test talks to a real local HTTP server; none could pass if the transport dr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -55,15 +56,42 @@ class Recorder(ThreadingHTTPServer):
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
 
 
+@contextlib.contextmanager
+def serving(server: Recorder) -> Iterator[Recorder]:
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def recorder() -> Iterator[Recorder]:
-    server = Recorder()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.release.set()
-    server.shutdown()
-    server.server_close()
+    with serving(Recorder()) as server:
+        yield server
+
+
+def proxy_environment(
+    monkeypatch: pytest.MonkeyPatch, proxy: str | None, no_proxy: str | None
+) -> None:
+    # Lower-case names win over upper-case ones (urllib.request.getproxies_environment): set
+    # ours in both spellings so a proxy configured on the machine cannot leak into the test.
+    for name, value in (("http_proxy", proxy), ("no_proxy", no_proxy)):
+        for spelling in (name, name.upper()):
+            if value is None:
+                monkeypatch.delenv(spelling, raising=False)
+            else:
+                monkeypatch.setenv(spelling, value)
+
+
+@pytest.fixture(autouse=True)
+def no_machine_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every client here is built after this: only the proxies a test sets apply to it.
+    proxy_environment(monkeypatch, None, None)
+    monkeypatch.delenv("all_proxy", raising=False)
+    monkeypatch.delenv("ALL_PROXY", raising=False)
 
 
 def free_port() -> int:
@@ -91,17 +119,10 @@ async def test_a_refused_connection_is_an_httpx_transport_error() -> None:
 
 
 async def test_a_slow_answer_is_an_httpx_timeout() -> None:
-    server = Recorder(delay=5.0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Recorder(delay=5.0)) as server:
         async with connector_client() as client:
             with pytest.raises(httpx.TimeoutException):
                 await client.get(f"{server.url}/slow", timeout=0.2)
-    finally:
-        server.release.set()
-        server.shutdown()
-        server.server_close()
 
 
 async def test_a_dropped_connection_is_an_httpx_transport_error() -> None:
@@ -130,12 +151,10 @@ async def test_a_dropped_connection_is_an_httpx_transport_error() -> None:
 async def test_the_proxy_from_the_environment_is_used(
     recorder: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # httpx's own client honours HTTP(S)_PROXY; the aiohttp session must too (trust_env), or an
-    # operator behind a proxy loses AgentField on upgrade. The recorder plays the proxy: it
-    # receives the absolute URL of a host that does not resolve.
-    monkeypatch.setenv("HTTP_PROXY", recorder.url)
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
+    # httpx's own client honours HTTP(S)_PROXY; the aiohttp client must too, or an operator
+    # behind a proxy loses AgentField on upgrade. The recorder plays the proxy: it receives the
+    # absolute URL of a host that does not resolve.
+    proxy_environment(monkeypatch, recorder.url, None)
     async with connector_client() as client:
         response = await client.get("http://agentfield.invalid/api/v1/nodes")
     assert response.status_code == 200
@@ -145,11 +164,8 @@ async def test_the_proxy_from_the_environment_is_used(
 async def test_no_proxy_hosts_are_reached_directly(
     recorder: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    proxy = Recorder()
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("HTTP_PROXY", proxy.url)
-        monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    with serving(Recorder()) as proxy:
+        proxy_environment(monkeypatch, proxy.url, "localhost,127.0.0.1")
         async with connector_client() as client:
             direct = await client.get(f"{recorder.url}/direct")
             proxied = await client.get("http://agentfield.invalid/proxied")
@@ -157,9 +173,6 @@ async def test_no_proxy_hosts_are_reached_directly(
         assert [path for path, _ in recorder.seen] == ["/direct"]
         assert proxied.status_code == 200
         assert [path for path, _ in proxy.seen] == ["http://agentfield.invalid/proxied"]
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
 
 
 async def test_the_connector_lists_versions_through_it(recorder: Recorder) -> None:

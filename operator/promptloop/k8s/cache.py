@@ -107,7 +107,7 @@ def _managed_fields_for(*path: str) -> Callable[[dict[str, Any]], dict[str, Any]
             owned: Any = node
             for key in reversed(path):
                 owned = {key: owned}
-            kept.append({**{k: v for k, v in entry.items() if k != "fieldsV1"}, "fieldsV1": owned})
+            kept.append({**entry, "fieldsV1": owned})
         return {**obj, "metadata": {**metadata, "managedFields": kept}}
 
     return trim

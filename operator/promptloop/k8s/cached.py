@@ -28,9 +28,10 @@ def json_copy(value: _Json) -> _Json:
     """A deep copy of a JSON-shaped value (dicts, lists and immutable scalars).
 
     What the caches hold came from the API server as JSON, so this is all a copy must handle;
-    it is several times faster than ``copy.deepcopy``, which keeps a memo for cycles and shared
-    references that JSON cannot have (at 1,000 rollouts the deep copies of cached bodies were
-    ~7 % of the event loop's time). Anything else falls back to ``copy.deepcopy``.
+    ``copy.deepcopy`` also keeps a memo for cycles and shared references that JSON cannot have,
+    and takes 75 µs for a rollout where this takes 29 µs (at 1,000 rollouts the deep copies of
+    cached bodies were ~7 % of the event loop's time). Anything else falls back to
+    ``copy.deepcopy``.
     """
     return cast(_Json, _copy(value))
 
